@@ -1,5 +1,56 @@
-"""MusiCoder as a native Hugging Face model."""
+"""MusiCoder as a native Hugging Face model.
 
-from .configuration_musicoder import MusiCoderConfig
+Importing the package registers MusiCoder with the Auto classes (`AutoConfig`, `AutoModel`,
+`AutoModelForPreTraining`, `AutoModelForAudioClassification`, `AutoFeatureExtractor`), and marks each class for
+`register_for_auto_class` so that `save_pretrained` copies the code and writes `auto_map`: a saved folder then also
+loads with `trust_remote_code=True` where this package is not installed.
+"""
 
-__all__ = ["MusiCoderConfig"]
+from transformers import (
+    AutoConfig,
+    AutoFeatureExtractor,
+    AutoModel,
+    AutoModelForAudioClassification,
+    AutoModelForPreTraining,
+)
+
+from .configuration_musicoder import DEFAULT_FEATURE_LAYOUT, PRESETS, MusiCoderConfig
+from .data_collator import DataCollatorForMusiCoderPreTraining, sample_ccm_bands, sample_cfm_spans
+from .feature_extraction_musicoder import MusiCoderFeatureExtractor
+from .modeling_musicoder import (
+    MusiCoderForPreTraining,
+    MusiCoderForPreTrainingOutput,
+    MusiCoderForSequenceClassification,
+    MusiCoderModel,
+    MusiCoderPreTrainedModel,
+)
+
+
+AutoConfig.register(MusiCoderConfig.model_type, MusiCoderConfig, exist_ok=True)
+AutoFeatureExtractor.register(MusiCoderConfig, MusiCoderFeatureExtractor, exist_ok=True)
+for auto_class, model_class in (
+    (AutoModel, MusiCoderModel),
+    (AutoModelForPreTraining, MusiCoderForPreTraining),
+    (AutoModelForAudioClassification, MusiCoderForSequenceClassification),
+):
+    auto_class.register(MusiCoderConfig, model_class, exist_ok=True)
+    model_class.register_for_auto_class(auto_class.__name__)
+MusiCoderConfig.register_for_auto_class()
+MusiCoderFeatureExtractor.register_for_auto_class("AutoFeatureExtractor")
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_FEATURE_LAYOUT",
+    "PRESETS",
+    "DataCollatorForMusiCoderPreTraining",
+    "MusiCoderConfig",
+    "MusiCoderFeatureExtractor",
+    "MusiCoderForPreTraining",
+    "MusiCoderForPreTrainingOutput",
+    "MusiCoderForSequenceClassification",
+    "MusiCoderModel",
+    "MusiCoderPreTrainedModel",
+    "sample_ccm_bands",
+    "sample_cfm_spans",
+]

@@ -1,0 +1,31 @@
+# One-command set-up for a fresh Debian machine (root or passwordless sudo): system packages, a virtualenv, the tests.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: install system-deps test clean
+
+# ffmpeg: the audio-classification pipeline decodes file paths with it, and torchcodec links its libraries.
+system-deps:
+	@command -v ffmpeg >/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends ffmpeg; }
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first and pinned: an unpinned torch pulls several GB of CUDA wheels on a CPU machine.
+	$(PY) -m pip install -q "torch==2.13.0"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+install: system-deps $(VENV)/.installed
+
+test: install
+	$(PY) -m pytest -q -p no:warnings
+
+clean:
+	rm -rf $(VENV) .cache
