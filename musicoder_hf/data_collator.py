@@ -347,6 +347,15 @@ class DataCollatorForMusiCoderPreTraining:
         return self._generator
 
     def torch_call(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        padded = self.pad(examples)
+        return self.mask(padded["input_features"], padded["attention_mask"])
+
+    def pad(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        """Validate and zero-pad examples without masking: `input_features` (unmasked) and `attention_mask`.
+
+        With [`~DataCollatorForMusiCoderPreTraining.mask`], this splits the collator in two, so a training loop can pad
+        in DataLoader workers and mask on the accelerator with a generator it seeds per step (exact resume).
+        """
         clips = self._clips_from_examples(examples)
         batch_size, feature_size = len(clips), int(self.config.feature_size)
         valid_lengths = torch.tensor([clip.shape[0] for clip in clips], dtype=torch.long)
@@ -355,26 +364,33 @@ class DataCollatorForMusiCoderPreTraining:
             num_frames = math.ceil(num_frames / self.pad_to_multiple_of) * self.pad_to_multiple_of
 
         # `empty` + copy + zeroing only the tails writes each element once (zeros + copy would write it twice).
-        labels = torch.empty(batch_size, num_frames, feature_size, dtype=torch.float32)
+        features = torch.empty(batch_size, num_frames, feature_size, dtype=torch.float32)
         for index, clip in enumerate(clips):
-            labels[index, : clip.shape[0]] = clip
-            labels[index, clip.shape[0] :] = 0.0
+            features[index, : clip.shape[0]] = clip
+            features[index, clip.shape[0] :] = 0.0
         # One reduction over the batch: torch.isfinite is an order of magnitude slower on CPU; NaN propagates.
-        low, high = torch.aminmax(labels)
+        low, high = torch.aminmax(features)
         if not (math.isfinite(low) and math.isfinite(high)):
             bad = [i for i, clip in enumerate(clips) if not bool(torch.isfinite(clip).all())]
             raise ValueError(f"input_features of example(s) {bad} contain NaN or infinite values.")
+        attention_mask = (torch.arange(num_frames)[None, :] < valid_lengths[:, None]).long()
+        return {"input_features": features, "attention_mask": attention_mask}
 
-        features, reconstruction_mask = self.torch_mask_features(labels, valid_lengths)
+    def mask(
+        self, input_features: torch.Tensor, attention_mask: torch.Tensor, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Mask a zero-padded batch (right padding) on its own device; returns the four tensors of `__call__`."""
+        valid_lengths = attention_mask.sum(dim=1)
+        features, reconstruction_mask = self.torch_mask_features(input_features, valid_lengths, generator=generator)
         return {
             "input_features": features,
-            "attention_mask": (torch.arange(num_frames)[None, :] < valid_lengths[:, None]).long(),
-            "labels": labels,
+            "attention_mask": attention_mask,
+            "labels": input_features,
             "reconstruction_mask": reconstruction_mask,
         }
 
     def torch_mask_features(
-        self, features: torch.Tensor, valid_lengths: torch.Tensor
+        self, features: torch.Tensor, valid_lengths: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """
         Masks a padded batch with CFM and/or CCM.
@@ -383,12 +399,14 @@ class DataCollatorForMusiCoderPreTraining:
             features (`torch.FloatTensor` of shape `(batch_size, frames, feature_size)`):
                 Original frames, zero on padding (not modified).
             valid_lengths (`torch.LongTensor` of shape `(batch_size,)`): Valid frames per clip (a prefix of each row).
+            generator (`torch.Generator`, *optional*):
+                Generator on the features' device; defaults to the collator's own (see `seed`).
 
         Returns:
             `tuple(torch.FloatTensor, torch.BoolTensor)`: the masked features and the reconstruction mask, both of
             shape `(batch_size, frames, feature_size)`.
         """
-        generator = self.generator
+        generator = generator if generator is not None else self.generator
         batch_size, num_frames, feature_size = features.shape
         device = features.device
         valid_lengths = valid_lengths.to(device)

@@ -1,0 +1,115 @@
+"""Clip-level evaluation: chunked inference over any length, per-track aggregation, and the paper's metrics.
+
+Metrics go through `evaluate` with modules shipped in `musicoder_hf/metrics/` (the Hub copies do not load offline):
+accuracy for single-label tasks (GTZAN protocol), ROC-AUC macro and PR-AUC macro for tagging (MTG-Jamendo protocol).
+"""
+
+from collections.abc import Sequence
+from functools import cache
+from pathlib import Path
+
+import evaluate
+import numpy as np
+import torch
+
+
+METRICS_DIR = Path(__file__).parent / "metrics"
+
+
+@cache
+def load_metric(name: str) -> evaluate.EvaluationModule:
+    """One of the shipped metrics: "accuracy", "roc_auc_macro" or "pr_auc_macro"."""
+    return evaluate.load(str(METRICS_DIR / name))
+
+
+def compute_metrics(logits: np.ndarray, references: np.ndarray, problem_type: str) -> dict[str, float]:
+    """Single-label: accuracy (+ one-vs-rest ROC/PR-AUC macro); multi-label: ROC-AUC and PR-AUC macro."""
+    logits = np.asarray(logits, dtype=np.float64)
+    if problem_type == "multi_label_classification":
+        scores = 1.0 / (1.0 + np.exp(-logits))
+        multi_hot = np.asarray(references).astype(np.int64)
+        metrics = {}
+    else:
+        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        scores = shifted / shifted.sum(axis=1, keepdims=True)
+        labels = np.asarray(references).astype(np.int64)
+        multi_hot = np.eye(logits.shape[1], dtype=np.int64)[labels]
+        metrics = load_metric("accuracy").compute(predictions=logits.argmax(axis=1), references=labels)
+    metrics["roc_auc_macro"] = load_metric("roc_auc_macro").compute(prediction_scores=scores, references=multi_hot)[
+        "roc_auc_macro"
+    ]
+    metrics["pr_auc_macro"] = load_metric("pr_auc_macro").compute(prediction_scores=scores, references=multi_hot)[
+        "pr_auc_macro"
+    ]
+    return metrics
+
+
+def chunk_spans(num_frames: int, window: int, hop: int) -> list[tuple[int, int]]:
+    """Windows `[start, stop)` of at most `window` frames every `hop` frames, covering every frame once at least.
+
+    The last window is aligned to the end of the clip (MAEST-style), so no frame is dropped and no window is mostly
+    padding. A clip no longer than `window` is one chunk.
+    """
+    if window < 1 or hop < 1:
+        raise ValueError(f"window and hop must be positive, got window={window}, hop={hop}.")
+    if num_frames <= window:
+        return [(0, num_frames)]
+    starts = list(range(0, num_frames - window + 1, hop))
+    if starts[-1] + window < num_frames:
+        starts.append(num_frames - window)
+    return [(start, start + window) for start in starts]
+
+
+@torch.no_grad()
+def predict_logits(
+    model: torch.nn.Module,
+    clips: Sequence[np.ndarray | torch.Tensor],
+    window: int | None = None,
+    hop: int | None = None,
+    batch_size: int = 8,
+) -> np.ndarray:
+    """Clip logits from a sequence-classification model, for clips of any length.
+
+    Each clip (frames x 324, from the feature extractor) is cut into chunks of at most `window` frames (default: the
+    model's `max_position_embeddings`) with `hop` (default: half a window); the clip's logits are the mean of its
+    chunks' logits. Chunks of all clips are batched together, padded and masked, so peak memory depends on
+    `batch_size x window`, not on the clip length.
+    """
+    window = window or model.config.max_position_embeddings
+    hop = hop or max(1, window // 2)
+    device = next(model.parameters()).device
+    chunks, owners = [], []
+    for index, clip in enumerate(clips):
+        clip = torch.as_tensor(np.asarray(clip), dtype=torch.float32)
+        for start, stop in chunk_spans(len(clip), window, hop):
+            chunks.append(clip[start:stop])
+            owners.append(index)
+    was_training = model.training
+    model.eval()
+    chunk_logits = []
+    for first in range(0, len(chunks), batch_size):
+        batch = chunks[first : first + batch_size]
+        longest = max(len(chunk) for chunk in batch)
+        features = torch.zeros(len(batch), longest, batch[0].shape[-1])
+        attention_mask = torch.zeros(len(batch), longest, dtype=torch.long)
+        for row, chunk in enumerate(batch):
+            features[row, : len(chunk)] = chunk
+            attention_mask[row, : len(chunk)] = 1
+        logits = model(input_features=features.to(device), attention_mask=attention_mask.to(device)).logits
+        chunk_logits.append(logits.float().cpu())
+    model.train(was_training)
+    chunk_logits = torch.cat(chunk_logits)
+    owners = torch.tensor(owners)
+    totals = torch.zeros(len(clips), chunk_logits.shape[1]).index_add_(0, owners, chunk_logits)
+    counts = torch.bincount(owners, minlength=len(clips)).clamp(min=1).unsqueeze(1)
+    return (totals / counts).numpy()
+
+
+def aggregate_by_group(values: np.ndarray, groups: Sequence) -> tuple[list, np.ndarray]:
+    """Mean of `values` rows per group (e.g. the clips of one track), groups in order of first appearance."""
+    order = list(dict.fromkeys(groups))
+    index = {group: i for i, group in enumerate(order)}
+    rows = np.array([index[group] for group in groups])
+    totals = np.zeros((len(order), values.shape[1]))
+    np.add.at(totals, rows, values)
+    return order, totals / np.bincount(rows, minlength=len(order))[:, None]

@@ -1,0 +1,322 @@
+"""Fine-tune MusiCoder for single-label classification or multi-label tagging with Accelerate (SPEC section 4).
+
+`training/finetune.py` is the command line. Data: any labeled audio folder that `load_labeled_dataset` reads (our
+tasks, or a user's folder with label subfolders or a CSV), featurised once and cached; or an already featurised
+`DatasetDict` saved with `save_to_disk`. The best model on validation is kept; metrics go to `metrics.json`.
+"""
+
+import itertools
+import json
+import logging
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate.utils import set_seed
+from datasets import ClassLabel, DatasetDict, load_from_disk
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from .configuration_musicoder import MusiCoderConfig
+from .data.features import featurize_dataset
+from .evaluation import aggregate_by_group, compute_metrics, predict_logits
+from .feature_extraction_musicoder import MusiCoderFeatureExtractor
+from .modeling_musicoder import MusiCoderForSequenceClassification
+from .pretraining import parse_overrides
+from .training_utils import build_accelerator, check_finite_loss, step_seed, write_json
+
+
+logger = logging.getLogger(__name__)
+
+# Paper Table 4: exhaustive search, best on validation.
+TABLE4_GRID = {
+    "per_device_train_batch_size": (16, 24, 32),
+    "learning_rate": (2e-5, 3e-5, 5e-5),
+    "num_epochs": (2, 3, 4),
+    "dropout": (0.05, 0.1),
+}
+
+
+@dataclass
+class FinetuningArguments:
+    data_dir: str = field(metadata={"help": "Labeled audio folder, or a featurised DatasetDict (save_to_disk)."})
+    output_dir: str = field(metadata={"help": "best/ (model + feature extractor), metrics.json, history."})
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Pre-trained MusiCoder folder; omit with --from_scratch."}
+    )
+    from_scratch: bool = field(default=False, metadata={"help": "Random init (the no-pre-training ablation)."})
+    preset: str = "musicoder-base"
+    config_overrides: str | None = field(default=None, metadata={"help": "With --from_scratch: config fields."})
+    learning_rate: float = 3e-5
+    per_device_train_batch_size: int = 16
+    per_device_eval_batch_size: int = 16
+    num_epochs: float = 3.0
+    dropout: float = 0.1
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    grid: bool = field(default=False, metadata={"help": "Search the paper's Table 4 grid (54 runs)."})
+    grid_overrides: str | None = field(
+        default=None,
+        metadata={"help": "Smaller grid, e.g. 'learning_rate=1e-4|3e-4,num_epochs=5' ('|' separates values)."},
+    )
+    max_frames: int = field(default=1292, metadata={"help": "Training crop (frames); evaluation sees whole clips."})
+    freeze_base_model: bool = field(default=False, metadata={"help": "Train the head only (linear probe)."})
+    use_weighted_layer_sum: bool = False
+    metric_for_best_model: str | None = field(
+        default=None, metadata={"help": "Default: accuracy (single-label) or pr_auc_macro (multi-label)."}
+    )
+    train_split: str = "train"
+    validation_split: str = "validation"
+    test_split: str = "test"
+    group_column: str | None = field(
+        default=None, metadata={"help": "Aggregate clip logits per track/piece before scoring (e.g. piece_id)."}
+    )
+    seed: int = 0
+    mixed_precision: str | None = None
+    num_workers: int = 0
+    num_proc: int | None = field(default=None, metadata={"help": "Processes for feature extraction."})
+    report_to: str = "none"
+    cpu: bool = False
+
+
+def label_schema(dataset) -> tuple[str, str, list[str]]:
+    """(label column, problem_type, class names) from a dataset's ClassLabel features."""
+    features = dataset.features
+    if "label" in features and isinstance(features["label"], ClassLabel):
+        return "label", "single_label_classification", list(features["label"].names)
+    if "labels" in features:
+        inner = getattr(features["labels"], "feature", None)
+        if isinstance(inner, ClassLabel):
+            return "labels", "multi_label_classification", list(inner.names)
+    raise ValueError(
+        "The dataset needs a `label` ClassLabel column (single-label) or a `labels` list of ClassLabel (multi-label); "
+        f"it has {features}. Load folders with musicoder_hf.data.labeled.load_labeled_dataset."
+    )
+
+
+def load_featurised(data_dir: str, num_proc: int | None = None) -> DatasetDict:
+    if (Path(data_dir) / "dataset_dict.json").exists():
+        return load_from_disk(data_dir)
+    from .data.labeled import load_labeled_dataset
+
+    return featurize_dataset(load_labeled_dataset(data_dir).dataset, num_proc=num_proc)
+
+
+class CropCollate:
+    """Random crop to `max_frames` (seeded per epoch and example) + padding; labels as class ids or multi-hot."""
+
+    def __init__(self, label_column: str, num_labels: int, multi_label: bool, max_frames: int | None, seed: int):
+        self.label_column, self.num_labels, self.multi_label = label_column, num_labels, multi_label
+        self.max_frames, self.seed, self.epoch = max_frames, seed, 0
+
+    def __call__(self, examples):
+        clips = []
+        for example in examples:
+            clip = np.asarray(example["input_features"], dtype=np.float32)
+            if self.max_frames and len(clip) > self.max_frames:
+                start = random.Random(step_seed(self.seed, self.epoch, int(example["example_index"]))).randrange(
+                    len(clip) - self.max_frames + 1
+                )
+                clip = clip[start : start + self.max_frames]
+            clips.append(clip)
+        longest = max(len(clip) for clip in clips)
+        features = torch.zeros(len(clips), longest, clips[0].shape[1])
+        attention_mask = torch.zeros(len(clips), longest, dtype=torch.long)
+        for row, clip in enumerate(clips):
+            features[row, : len(clip)] = torch.from_numpy(clip)
+            attention_mask[row, : len(clip)] = 1
+        if self.multi_label:
+            labels = torch.zeros(len(examples), self.num_labels)
+            for row, example in enumerate(examples):
+                labels[row, list(example[self.label_column])] = 1.0
+        else:
+            labels = torch.tensor([int(example[self.label_column]) for example in examples])
+        return {"input_features": features, "attention_mask": attention_mask, "labels": labels}
+
+
+def references_of(dataset, label_column: str, num_labels: int, multi_label: bool) -> np.ndarray:
+    values = dataset[label_column]
+    if not multi_label:
+        return np.asarray(values, dtype=np.int64)
+    multi_hot = np.zeros((len(values), num_labels), dtype=np.int64)
+    for row, tags in enumerate(values):
+        multi_hot[row, list(tags)] = 1
+    return multi_hot
+
+
+def evaluate_split(model, dataset, label_column, num_labels, multi_label, problem_type, group_column, batch_size):
+    logits = predict_logits(model, dataset["input_features"], batch_size=batch_size)
+    references = references_of(dataset, label_column, num_labels, multi_label)
+    if group_column and group_column in dataset.column_names:
+        groups = dataset[group_column]
+        _, logits = aggregate_by_group(logits, groups)
+        _, references = aggregate_by_group(references.reshape(len(groups), -1).astype(np.float64), groups)
+        references = references.astype(np.int64).reshape(len(logits), -1)
+        if not multi_label:
+            references = references[:, 0]
+    return compute_metrics(logits, references, problem_type)
+
+
+def build_model(args: FinetuningArguments, names: list[str], problem_type: str, dropout: float):
+    labels = {"id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}
+    head = dict(
+        num_labels=len(names),
+        problem_type=problem_type,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+        classifier_dropout=dropout,
+        use_weighted_layer_sum=args.use_weighted_layer_sum,
+        **labels,
+    )
+    if args.from_scratch:
+        config = MusiCoderConfig.from_preset(args.preset, **parse_overrides(args.config_overrides), **head)
+        model = MusiCoderForSequenceClassification(config)
+    else:
+        if args.model_name_or_path is None:
+            raise ValueError("Give --model_name_or_path (a pre-trained MusiCoder) or --from_scratch.")
+        model = MusiCoderForSequenceClassification.from_pretrained(args.model_name_or_path, **head)
+    if args.freeze_base_model:
+        model.freeze_base_model()
+    return model
+
+
+def train_one(args, accelerator, data, schema, hyper, leader: dict) -> dict:
+    """Train with one hyper-parameter setting. Whenever an epoch beats `leader["score"]` (the best validation score of
+    all runs so far), the model is saved to `output_dir/best`: only one model is ever kept on disk."""
+    label_column, problem_type, names = schema
+    multi_label = problem_type == "multi_label_classification"
+    metric = args.metric_for_best_model or ("pr_auc_macro" if multi_label else "accuracy")
+    set_seed(args.seed)
+    model = build_model(args, names, problem_type, hyper["dropout"])
+    collate = CropCollate(label_column, len(names), multi_label, args.max_frames, args.seed)
+    train = data[args.train_split]
+    train = train.add_column("example_index", list(range(len(train)))).with_format("numpy")
+    loader = DataLoader(
+        train, batch_size=hyper["per_device_train_batch_size"], shuffle=True, collate_fn=collate,
+        num_workers=args.num_workers,
+    )
+    optimizer = torch.optim.Adam(
+        [p for p in model.parameters() if p.requires_grad],
+        lr=hyper["learning_rate"], betas=(0.9, 0.999), eps=1e-6, weight_decay=args.weight_decay,
+    )
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    num_epochs = int(np.ceil(hyper["num_epochs"]))
+    total_steps = max(1, int(hyper["num_epochs"] * len(loader)))
+    schedule = get_linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * total_steps), total_steps)
+
+    best, history, step = None, [], 0
+    for epoch in range(num_epochs):
+        collate.epoch = epoch
+        loader.set_epoch(epoch)
+        model.train()
+        losses = []
+        for batch in tqdm(loader, desc=f"epoch {epoch + 1}/{num_epochs}", disable=not accelerator.is_main_process,
+                          leave=False):
+            torch.manual_seed(step_seed(args.seed, epoch, step, accelerator.process_index))
+            loss = model(**batch).loss
+            check_finite_loss(accelerator, loss, step)
+            accelerator.backward(loss)
+            if args.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad()
+            losses.append(loss.item())
+            step += 1
+            if step >= total_steps:
+                break
+        validation = evaluate_split(
+            accelerator.unwrap_model(model), data[args.validation_split], label_column, len(names), multi_label,
+            problem_type, args.group_column, args.per_device_eval_batch_size,
+        )
+        record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), **{f"validation_{k}": v
+                  for k, v in validation.items()}}
+        history.append(record)
+        logger.info("%s", record)
+        if best is None or validation[metric] > best["validation"][metric]:
+            best = {"epoch": epoch + 1, "validation": validation}
+        if validation[metric] > leader["score"]:
+            leader.update(score=validation[metric], run=leader["current"], epoch=epoch + 1)
+            if accelerator.is_main_process:
+                save_atomically(accelerator.unwrap_model(model), Path(args.output_dir) / "best")
+        if step >= total_steps:
+            break
+    accelerator.free_memory()
+    return {"hyperparameters": hyper, "metric": metric, "best": best, "history": history}
+
+
+def save_atomically(model, folder: Path):
+    temporary = folder.with_name(folder.name + ".tmp")
+    if temporary.exists():
+        shutil.rmtree(temporary)
+    model.save_pretrained(temporary, safe_serialization=True)
+    MusiCoderFeatureExtractor().save_pretrained(temporary)
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(temporary, folder)
+
+
+def grid_points(args: FinetuningArguments) -> list[dict]:
+    single = {
+        "per_device_train_batch_size": (args.per_device_train_batch_size,),
+        "learning_rate": (args.learning_rate,),
+        "num_epochs": (args.num_epochs,),
+        "dropout": (args.dropout,),
+    }
+    grid = dict(TABLE4_GRID) if args.grid else single
+    for key, value in parse_overrides(args.grid_overrides).items():
+        values = str(value).split("|")
+        grid[key] = tuple(type(single[key][0])(float(v)) if key != "dropout" else float(v) for v in values)
+    return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+
+
+def finetune(args: FinetuningArguments) -> dict:
+    """Fine-tune (over the grid if asked), keep the best model on validation, score it on test; returns metrics."""
+    started = time.time()
+    output_dir = Path(args.output_dir)
+    accelerator = build_accelerator(args.output_dir, args.mixed_precision, 1, args.report_to, args.cpu)
+    data = load_featurised(args.data_dir, args.num_proc)
+    schema = label_schema(data[args.train_split])
+    label_column, problem_type, names = schema
+    if args.validation_split not in data:
+        raise ValueError(f"No {args.validation_split!r} split in {args.data_dir}: model selection needs one.")
+
+    runs, leader = [], {"score": float("-inf"), "run": None, "epoch": None}
+    for index, hyper in enumerate(grid_points(args)):
+        logger.info("Run %d: %s", index, hyper)
+        leader["current"] = index
+        runs.append(train_one(args, accelerator, data, schema, hyper, leader))
+    if leader["run"] is None:
+        raise RuntimeError("No run produced a finite validation score; nothing was saved.")
+    best_run = runs[leader["run"]]
+
+    metrics = {
+        "problem_type": problem_type,
+        "labels": names,
+        "metric_for_best_model": best_run["metric"],
+        "best_hyperparameters": best_run["hyperparameters"],
+        "best_epoch": leader["epoch"],
+        "validation": best_run["best"]["validation"],
+        "runs": runs,
+        "initialisation": "scratch" if args.from_scratch else args.model_name_or_path,
+        "arguments": asdict(args),
+    }
+    if accelerator.is_main_process:
+        best_dir = output_dir / "best"
+        if args.test_split in data:
+            model = MusiCoderForSequenceClassification.from_pretrained(best_dir).to(accelerator.device)
+            metrics["test"] = evaluate_split(
+                model, data[args.test_split], label_column, len(names), problem_type == "multi_label_classification",
+                problem_type, args.group_column, args.per_device_eval_batch_size,
+            )
+        metrics["seconds"] = round(time.time() - started, 1)
+        write_json(output_dir / "metrics.json", metrics)
+    accelerator.wait_for_everyone()
+    return json.loads(json.dumps(metrics, default=str))

@@ -1,0 +1,81 @@
+"""Pieces shared by the pre-training and fine-tuning loops (Accelerate)."""
+
+import hashlib
+import importlib.util
+import json
+import logging
+import math
+import os
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration
+
+
+logger = logging.getLogger(__name__)
+
+
+def step_seed(*parts: int) -> int:
+    """A 63-bit seed derived from integers (seed, epoch, batch, rank): the same inputs always give the same masks."""
+    digest = hashlib.sha256(",".join(str(int(p)) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def available_trackers(report_to: str) -> list[str]:
+    """Trackers from a comma list ("tensorboard,trackio", "all" or "none") that are actually installed."""
+    wanted = ["tensorboard", "trackio"] if report_to == "all" else [t for t in report_to.split(",") if t and t != "none"]
+    modules = {"tensorboard": "tensorboard", "trackio": "trackio"}
+    found = [t for t in wanted if importlib.util.find_spec(modules.get(t, t)) is not None]
+    for missing in sorted(set(wanted) - set(found)):
+        logger.warning("Tracker %r is not installed; logging to it is skipped.", missing)
+    return found
+
+
+def build_accelerator(
+    output_dir: str,
+    mixed_precision: str | None,
+    gradient_accumulation_steps: int,
+    report_to: str,
+    cpu: bool = False,
+) -> Accelerator:
+    trackers = available_trackers(report_to)
+    return Accelerator(
+        cpu=cpu,
+        mixed_precision=mixed_precision,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        log_with=trackers or None,
+        project_dir=output_dir,
+        # Shuffling depends only on (seed, epoch), so a resumed run sees batches in the same order.
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        step_scheduler_with_optimizer=False,  # our schedules count optimizer steps, whatever the number of processes
+    )
+
+
+def check_finite_loss(accelerator: Accelerator, loss: torch.Tensor, step: int) -> None:
+    """Stop every process with a clear message rather than step on (and checkpoint) a NaN/inf loss."""
+    losses = accelerator.gather(loss.detach().float().reshape(1))
+    if not torch.isfinite(losses).all():
+        raise FloatingPointError(
+            f"Loss became {losses.tolist()} at optimizer step {step}: training stopped before writing a poisoned "
+            "checkpoint. The last good checkpoint is kept; lower the learning rate (or its scale), enable gradient "
+            "clipping, or use bf16 instead of fp16, then rerun with --resume."
+        )
+
+
+def write_json(path: str | os.PathLike, payload) -> None:
+    """Write JSON atomically (temp file + rename), so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    with open(temporary, "w") as handle:
+        json.dump(payload, handle, indent=2, default=str)
+    os.replace(temporary, path)
+
+
+def total_optimizer_steps(max_steps: int, num_epochs: float, batches_per_epoch: int | None, accumulation: int) -> int:
+    if max_steps > 0:
+        return max_steps
+    if batches_per_epoch is None:
+        raise ValueError("A streaming dataset has no known length: set --max_steps.")
+    return max(1, math.ceil(num_epochs * batches_per_epoch / accumulation))

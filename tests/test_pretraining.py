@@ -1,0 +1,133 @@
+"""The Accelerate pre-training loop: data parallelism, exact resume, schedule, atomic checkpoints, NaN guard."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from accelerate import debug_launcher
+from accelerate.state import PartialState
+from datasets import Array2D, Dataset, DatasetDict, Features, Value
+from safetensors.torch import load_file
+
+from musicoder_hf import MusiCoderForPreTraining
+from musicoder_hf.checkpointing import COMPLETE_MARKER, latest_checkpoint, list_checkpoints
+from musicoder_hf.optimization import noam_learning_rate
+from musicoder_hf.pretraining import PretrainingArguments, pretrain
+
+
+TINY = "hidden_size=32,num_hidden_layers=2,num_attention_heads=4,intermediate_size=64"
+
+
+def structured_clips(count, seed):
+    """Smooth, low-rank frames: a masked frame is predictable from its neighbours, so the loss can really fall."""
+    basis = np.random.default_rng(1234).standard_normal((4, 324)).astype(np.float32)  # shared by all splits
+    rng = np.random.default_rng(seed)
+    clips = []
+    for _ in range(count):
+        frames = int(rng.integers(40, 90))
+        t = np.arange(frames)[:, None]
+        weights = np.sin(t * rng.uniform(0.05, 0.3, size=4) + rng.uniform(0, 6.3, size=4))
+        clips.append((weights @ basis + 0.05 * rng.standard_normal((frames, 324))).astype(np.float32))
+    return clips
+
+
+@pytest.fixture(scope="module")
+def features_dir(tmp_path_factory):
+    features = Features({"input_features": Array2D(shape=(None, 324), dtype="float32"), "num_frames": Value("int32")})
+    splits = {}
+    for name, count, seed in (("train", 48, 0), ("validation", 8, 1)):
+        clips = structured_clips(count, seed)
+        splits[name] = Dataset.from_dict({"input_features": clips, "num_frames": [len(c) for c in clips]}, features)
+    path = tmp_path_factory.mktemp("features")
+    DatasetDict(splits).save_to_disk(path)
+    return path
+
+
+def arguments(features_dir, output_dir, **overrides):
+    values = dict(
+        data_dir=str(features_dir),
+        output_dir=str(output_dir),
+        config_overrides=TINY,
+        per_device_train_batch_size=8,
+        warmup_steps=10,
+        lr_scale=0.5,
+        log_every=2,
+        eval_every=10,
+        save_every=5,
+        report_to="none",
+        cpu=True,
+        max_steps=20,
+    )
+    values.update(overrides)
+    return PretrainingArguments(**values)
+
+
+def _data_parallel_worker(features_dir, output_dir):
+    summary = pretrain(arguments(features_dir, output_dir, per_device_train_batch_size=4, max_steps=24))
+    rank = PartialState().process_index
+    torch.save(summary["model"].state_dict(), f"{output_dir}/rank{rank}.pt")
+    with open(f"{output_dir}/rank{rank}.json", "w") as handle:
+        json.dump({"num_processes": summary["num_processes"], "history": summary["history"]}, handle)
+
+
+def test_two_process_data_parallel_keeps_weights_identical_and_learns(features_dir, tmp_path):
+    debug_launcher(_data_parallel_worker, args=(str(features_dir), str(tmp_path)), num_processes=2)
+    rank0, rank1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    assert rank0.keys() == rank1.keys()
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), name
+    report = json.loads((tmp_path / "rank0.json").read_text())
+    assert report["num_processes"] == 2
+    losses = [record["loss"] for record in report["history"] if "loss" in record]
+    assert np.mean(losses[-2:]) < 0.75 * np.mean(losses[:2]), losses
+    initial = MusiCoderForPreTraining.from_pretrained(tmp_path / "final")  # the saved model is the trained one
+    assert torch.equal(initial.state_dict()["reconstruction_head.decoder.weight"], rank0["reconstruction_head.decoder.weight"])
+
+
+def test_resumed_run_reaches_the_same_weights(features_dir, tmp_path):
+    pretrain(arguments(features_dir, tmp_path / "straight", max_steps=12))
+    pretrain(arguments(features_dir, tmp_path / "interrupted", max_steps=7))  # stops mid-epoch (6 batches per epoch)
+    resumed = pretrain(arguments(features_dir, tmp_path / "interrupted", max_steps=12, resume=True))
+    assert resumed["steps"] == 12
+    straight = load_file(tmp_path / "straight" / "final" / "model.safetensors")
+    again = load_file(tmp_path / "interrupted" / "final" / "model.safetensors")
+    for name in straight:
+        assert torch.equal(straight[name], again[name]), name
+
+
+def test_checkpoints_are_complete_and_pruned(features_dir, tmp_path):
+    (tmp_path / ".checkpoint-3.tmp").mkdir(parents=True)  # what a kill during a save leaves behind
+    pretrain(arguments(features_dir, tmp_path, max_steps=20, save_every=5, keep_checkpoints=2))
+    assert not (tmp_path / ".checkpoint-3.tmp").exists()
+    assert [path.name for path in list_checkpoints(tmp_path)] == ["checkpoint-15", "checkpoint-20"]
+    assert all((path / COMPLETE_MARKER).exists() for path in list_checkpoints(tmp_path))
+    (tmp_path / "checkpoint-25").mkdir()  # no completion marker: never picked as "latest"
+    assert latest_checkpoint(tmp_path).name == "checkpoint-20"
+
+
+def test_non_finite_loss_stops_before_checkpointing(features_dir, tmp_path, monkeypatch):
+    original_forward = MusiCoderForPreTraining.forward
+    calls = {"n": 0}
+
+    def poisoned_forward(self, *args, **kwargs):
+        output = original_forward(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] > 6:
+            output.loss = output.loss * float("nan")
+        return output
+
+    monkeypatch.setattr(MusiCoderForPreTraining, "forward", poisoned_forward)
+    with pytest.raises(FloatingPointError, match="step 6"):
+        pretrain(arguments(features_dir, tmp_path, max_steps=20, save_every=5))
+    assert [path.name for path in list_checkpoints(tmp_path)] == ["checkpoint-5"]
+
+
+def test_noam_schedule_matches_paper_equation_4():
+    hidden, warmup = 768, 8000
+    assert noam_learning_rate(1, hidden, warmup) == pytest.approx(hidden**-0.5 * warmup**-1.5)
+    assert noam_learning_rate(warmup, hidden, warmup) == pytest.approx(hidden**-0.5 * warmup**-0.5)
+    assert noam_learning_rate(4 * warmup, hidden, warmup) == pytest.approx(hidden**-0.5 / math.sqrt(4 * warmup))
+    peak = max(noam_learning_rate(s, hidden, warmup) for s in range(1, 3 * warmup))
+    assert peak == pytest.approx(noam_learning_rate(warmup, hidden, warmup))
