@@ -42,7 +42,6 @@ def featurize_dataset(
         ]
         return {"input_features": frames, "num_frames": [len(f) for f in frames]}
 
-    columns = next(iter(dataset.values())).column_names if isinstance(dataset, DatasetDict) else dataset.column_names
     features = (next(iter(dataset.values())) if isinstance(dataset, DatasetDict) else dataset).features.copy()
     features["input_features"] = Array2D(shape=(None, feature_extractor.feature_size), dtype="float32")
     features["num_frames"] = Value("int32")
