@@ -7,12 +7,17 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install system-deps test clean
+.PHONY: install system-deps test demo clean
 
 # ffmpeg: the audio-classification pipeline decodes file paths with it, and torchcodec links its libraries.
+# fluidsynth + fluid-soundfont-gm: build-tasks renders the music21 corpus to audio.
+APT_PACKAGES := ffmpeg fluidsynth fluid-soundfont-gm
 system-deps:
-	@command -v ffmpeg >/dev/null || { $(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends ffmpeg; }
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +31,10 @@ install: system-deps $(VENV)/.installed
 
 test: install
 	$(PY) -m pytest -q -p no:warnings
+
+# The main job: real music -> pre-training -> fine-tuning -> evaluation -> Hub folder -> pipeline (runs/demo/report.md).
+demo: install
+	$(PY) training/demo.py --output_dir runs/demo --data_dir data
 
 clean:
 	rm -rf $(VENV) .cache

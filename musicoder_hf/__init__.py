@@ -25,7 +25,6 @@ from .modeling_musicoder import (
     MusiCoderPreTrainedModel,
 )
 
-
 AutoConfig.register(MusiCoderConfig.model_type, MusiCoderConfig, exist_ok=True)
 AutoFeatureExtractor.register(MusiCoderConfig, MusiCoderFeatureExtractor, exist_ok=True)
 for auto_class, model_class in (

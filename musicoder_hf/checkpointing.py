@@ -13,7 +13,6 @@ from pathlib import Path
 
 from accelerate import Accelerator
 
-
 COMPLETE_MARKER = "checkpoint_complete.json"
 _CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
 

@@ -3,7 +3,6 @@
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
-
 # The 324-dim acoustic frame of the paper (section 4.1), in channel order: block name -> [start, stop).
 DEFAULT_FEATURE_LAYOUT = {
     "chroma": [0, 12],

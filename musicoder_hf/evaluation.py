@@ -12,7 +12,6 @@ import evaluate
 import numpy as np
 import torch
 
-
 METRICS_DIR = Path(__file__).parent / "metrics"
 
 

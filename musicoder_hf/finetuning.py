@@ -18,19 +18,19 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate.utils import set_seed
-from datasets import ClassLabel, DatasetDict, load_from_disk
+from datasets import DatasetDict, load_from_disk
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from .configuration_musicoder import MusiCoderConfig
 from .data.features import featurize_dataset
+from .data.labeled import label_info, load_labeled_dataset
 from .evaluation import aggregate_by_group, compute_metrics, predict_logits
 from .feature_extraction_musicoder import MusiCoderFeatureExtractor
 from .modeling_musicoder import MusiCoderForSequenceClassification
 from .pretraining import parse_overrides
 from .training_utils import build_accelerator, check_finite_loss, step_seed, write_json
-
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,10 @@ class FinetuningArguments:
     per_device_train_batch_size: int = 16
     per_device_eval_batch_size: int = 16
     num_epochs: float = 3.0
-    dropout: float = 0.1
+    dropout: float = field(default=0.1, metadata={"help": "Hidden and classifier dropout (Table 4: 0.05 or 0.1)."})
+    attention_dropout: float | None = field(
+        default=None, metadata={"help": "Attention-probability dropout; default: same as --dropout."}
+    )
     warmup_ratio: float = 0.1
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
@@ -87,26 +90,15 @@ class FinetuningArguments:
 
 
 def label_schema(dataset) -> tuple[str, str, list[str]]:
-    """(label column, problem_type, class names) from a dataset's ClassLabel features."""
-    features = dataset.features
-    if "label" in features and isinstance(features["label"], ClassLabel):
-        return "label", "single_label_classification", list(features["label"].names)
-    if "labels" in features:
-        inner = getattr(features["labels"], "feature", None)
-        if isinstance(inner, ClassLabel):
-            return "labels", "multi_label_classification", list(inner.names)
-    raise ValueError(
-        "The dataset needs a `label` ClassLabel column (single-label) or a `labels` list of ClassLabel (multi-label); "
-        f"it has {features}. Load folders with musicoder_hf.data.labeled.load_labeled_dataset."
-    )
+    """(label column, problem_type, class names) of a labeled dataset, from its ClassLabel features."""
+    info = label_info(dataset)
+    return info.label_column, info.problem_type, info.names
 
 
 def load_featurised(data_dir: str, num_proc: int | None = None) -> DatasetDict:
     if (Path(data_dir) / "dataset_dict.json").exists():
         return load_from_disk(data_dir)
-    from .data.labeled import load_labeled_dataset
-
-    return featurize_dataset(load_labeled_dataset(data_dir).dataset, num_proc=num_proc)
+    return featurize_dataset(load_labeled_dataset(data_dir), num_proc=num_proc)
 
 
 class CropCollate:
@@ -170,7 +162,7 @@ def build_model(args: FinetuningArguments, names: list[str], problem_type: str, 
         num_labels=len(names),
         problem_type=problem_type,
         hidden_dropout_prob=dropout,
-        attention_probs_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout if args.attention_dropout is None else args.attention_dropout,
         classifier_dropout=dropout,
         use_weighted_layer_sum=args.use_weighted_layer_sum,
         **labels,

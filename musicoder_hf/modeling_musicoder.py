@@ -368,6 +368,9 @@ class MusiCoderForSequenceClassification(MusiCoderPreTrainedModel):
     of all layers when `config.use_weighted_layer_sum`), dropout and a linear layer. Single-label (softmax,
     cross-entropy), multi-label tagging (sigmoid, BCE) and regression follow `config.problem_type`."""
 
+    # Fine-tuning starts from pre-training checkpoints: their reconstruction head is expected to be left behind.
+    _keys_to_ignore_on_load_unexpected = [r"reconstruction_head\."]
+
     def __init__(self, config: MusiCoderConfig):
         super().__init__(config)
         self.num_labels = config.num_labels

@@ -32,7 +32,6 @@ from .modeling_musicoder import MusiCoderForPreTraining
 from .optimization import create_noam_optimizer_and_schedule
 from .training_utils import build_accelerator, check_finite_loss, step_seed, total_optimizer_steps, write_json
 
-
 logger = logging.getLogger(__name__)
 
 

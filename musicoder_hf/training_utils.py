@@ -12,7 +12,6 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration
 
-
 logger = logging.getLogger(__name__)
 
 

@@ -14,7 +14,6 @@ from transformers import pipeline
 
 from musicoder_hf import MusiCoderConfig, MusiCoderFeatureExtractor, MusiCoderForSequenceClassification
 
-
 SAMPLING_RATE = 44100
 LABELS = ["folk", "jazz", "rock", "choral"]
 

@@ -13,7 +13,6 @@ from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 from musicoder_hf import MusiCoderConfig, MusiCoderFeatureExtractor, MusiCoderForSequenceClassification
 from musicoder_hf.hub import prepare_hub_folder, push_folder_to_hub
 
-
 EXPECTED_FILES = {
     "README.md",
     "config.json",

@@ -16,7 +16,6 @@ from musicoder_hf.checkpointing import COMPLETE_MARKER, latest_checkpoint, list_
 from musicoder_hf.optimization import noam_learning_rate
 from musicoder_hf.pretraining import PretrainingArguments, pretrain
 
-
 TINY = "hidden_size=32,num_hidden_layers=2,num_attention_heads=4,intermediate_size=64"
 
 

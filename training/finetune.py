@@ -9,10 +9,14 @@ test metrics). Every option: `python training/finetune.py --help`. The loop live
 
 import logging
 import sys
+from pathlib import Path
 
-from transformers import HfArgumentParser
+# training/evaluate.py would shadow the `evaluate` package for scripts run from this folder (sys.path[0]).
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from musicoder_hf.finetuning import FinetuningArguments, finetune
+from transformers import HfArgumentParser  # noqa: E402
+
+from musicoder_hf.finetuning import FinetuningArguments, finetune  # noqa: E402
 
 
 def main(argv=None):

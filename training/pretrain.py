@@ -8,10 +8,14 @@ Every option: `python training/pretrain.py --help`. The loop lives in `musicoder
 
 import logging
 import sys
+from pathlib import Path
 
-from transformers import HfArgumentParser
+# training/evaluate.py would shadow the `evaluate` package for scripts run from this folder (sys.path[0]).
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from musicoder_hf.pretraining import PretrainingArguments, pretrain
+from transformers import HfArgumentParser  # noqa: E402
+
+from musicoder_hf.pretraining import PretrainingArguments, pretrain  # noqa: E402
 
 
 def main(argv=None):

@@ -9,8 +9,12 @@ The folder holds safetensors weights, the feature extractor, the code files and 
 
 import argparse
 import sys
+from pathlib import Path
 
-from musicoder_hf.hub import prepare_hub_folder, push_folder_to_hub
+# training/evaluate.py would shadow the `evaluate` package for scripts run from this folder (sys.path[0]).
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+from musicoder_hf.hub import prepare_hub_folder, push_folder_to_hub  # noqa: E402
 
 
 def main(argv=None):

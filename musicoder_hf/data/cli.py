@@ -2,7 +2,6 @@
 
 import sys
 
-
 COMMANDS = {
     "build-corpus": ("musicoder_hf.data.corpus", "unlabeled pre-training clips from Debian game-soundtrack packages"),
     "build-tasks": ("musicoder_hf.data.tasks", "labeled folk-tradition and instrument-tagging tasks from music21"),
