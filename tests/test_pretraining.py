@@ -2,11 +2,13 @@
 
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from accelerate import debug_launcher
 from accelerate.state import PartialState
 from datasets import Array2D, Dataset, DatasetDict, Features, Value
 from safetensors.torch import load_file
@@ -72,7 +74,18 @@ def _data_parallel_worker(features_dir, output_dir):
 
 
 def test_two_process_data_parallel_keeps_weights_identical_and_learns(features_dir, tmp_path):
-    debug_launcher(_data_parallel_worker, args=(str(features_dir), str(tmp_path)), num_processes=2)
+    # A fresh interpreter: debug_launcher forks, and forking a process whose torch thread pools already ran (as
+    # pytest's does after earlier tests) can deadlock the children.
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from accelerate import debug_launcher; "
+        "from test_pretraining import _data_parallel_worker; "
+        "debug_launcher(_data_parallel_worker, args=(sys.argv[2], sys.argv[3]), num_processes=2)"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", script, str(Path(__file__).parent), str(features_dir), str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
     rank0, rank1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
     assert rank0.keys() == rank1.keys()
     for name in rank0:
