@@ -25,7 +25,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from .configuration_musicoder import MusiCoderConfig
 from .data.features import featurize_dataset
-from .data.labeled import label_info, load_labeled_dataset
+from .data.labeled import label_info, load_labeled_dataset, to_multi_hot
 from .evaluation import aggregate_by_group, compute_metrics, predict_logits
 from .feature_extraction_musicoder import MusiCoderFeatureExtractor
 from .modeling_musicoder import MusiCoderForSequenceClassification
@@ -125,9 +125,7 @@ class CropCollate:
             features[row, : len(clip)] = torch.from_numpy(clip)
             attention_mask[row, : len(clip)] = 1
         if self.multi_label:
-            labels = torch.zeros(len(examples), self.num_labels)
-            for row, example in enumerate(examples):
-                labels[row, list(example[self.label_column])] = 1.0
+            labels = torch.tensor([to_multi_hot(example[self.label_column], self.num_labels) for example in examples])
         else:
             labels = torch.tensor([int(example[self.label_column]) for example in examples])
         return {"input_features": features, "attention_mask": attention_mask, "labels": labels}
@@ -137,10 +135,7 @@ def references_of(dataset, label_column: str, num_labels: int, multi_label: bool
     values = dataset[label_column]
     if not multi_label:
         return np.asarray(values, dtype=np.int64)
-    multi_hot = np.zeros((len(values), num_labels), dtype=np.int64)
-    for row, tags in enumerate(values):
-        multi_hot[row, list(tags)] = 1
-    return multi_hot
+    return np.array([to_multi_hot(tags, num_labels) for tags in values], dtype=np.int64)
 
 
 def evaluate_split(model, dataset, label_column, num_labels, multi_label, problem_type, group_column, batch_size):
