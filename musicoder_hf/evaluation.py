@@ -12,6 +12,8 @@ import evaluate
 import numpy as np
 import torch
 
+from .audio import chunk_spans
+
 METRICS_DIR = Path(__file__).parent / "metrics"
 
 
@@ -41,22 +43,6 @@ def compute_metrics(logits: np.ndarray, references: np.ndarray, problem_type: st
         "pr_auc_macro"
     ]
     return metrics
-
-
-def chunk_spans(num_frames: int, window: int, hop: int) -> list[tuple[int, int]]:
-    """Windows `[start, stop)` of at most `window` frames every `hop` frames, covering every frame once at least.
-
-    The last window is aligned to the end of the clip (MAEST-style), so no frame is dropped and no window is mostly
-    padding. A clip no longer than `window` is one chunk.
-    """
-    if window < 1 or hop < 1:
-        raise ValueError(f"window and hop must be positive, got window={window}, hop={hop}.")
-    if num_frames <= window:
-        return [(0, num_frames)]
-    starts = list(range(0, num_frames - window + 1, hop))
-    if starts[-1] + window < num_frames:
-        starts.append(num_frames - window)
-    return [(start, start + window) for start in starts]
 
 
 @torch.no_grad()

@@ -1,0 +1,253 @@
+"""Audio in, for every caller-facing API (pipelines, embeddings, HEAR): decode, downmix, resample, and cut long audio
+into windows the model accepts.
+
+`load_audio` turns anything a user is likely to hold (a path, bytes, an array at some sampling rate, a `datasets` audio
+value) into one mono float32 waveform at the model's rate, with errors that name the file and the fix.
+`frame_windows` plans the windows of a long track so that each window is one clip for the feature extractor and the
+model (at most `max_position_embeddings` frames), and memory stays flat in the track length.
+"""
+
+import io
+import itertools
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+import librosa
+import numpy as np
+import soundfile
+import soxr
+
+from .feature_extraction_musicoder import MAX_CHANNELS
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _decode_with_ffmpeg(payload: bytes, sampling_rate: int) -> np.ndarray:
+    """Decode any container/codec FFmpeg knows (m4a, aac, opus, video, ...) to mono float32 at `sampling_rate`."""
+    command = [
+        "ffmpeg",
+        "-nostdin",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-i",
+        "pipe:0",
+        "-ac",
+        "1",
+        "-ar",
+        str(sampling_rate),
+        "-f",
+        "f32le",
+        "pipe:1",
+    ]
+    result = subprocess.run(command, input=payload, capture_output=True, check=False)
+    if result.returncode != 0 or not result.stdout:
+        reason = result.stderr.decode(errors="replace").strip().splitlines()
+        raise ValueError(reason[-1] if reason else "FFmpeg produced no audio")
+    return np.frombuffer(result.stdout, dtype=np.float32)
+
+
+def _read_with_libsndfile(source, sampling_rate: int) -> np.ndarray:
+    """Decode block by block, downmixing and resampling (soxr HQ, as `librosa.resample(res_type="soxr_hq")`) each
+    block, into one preallocated array: peak memory is the mono waveform at `sampling_rate` plus one block, whatever
+    the file's rate and channel count."""
+
+    def opened():
+        return io.BytesIO(source) if isinstance(source, bytes) else source
+
+    info = soundfile.info(opened())
+    resampler = None
+    if info.samplerate != sampling_rate:
+        resampler = soxr.ResampleStream(info.samplerate, sampling_rate, 1, dtype="float32", quality="HQ")
+    waveform = np.empty(int(np.ceil(max(info.frames, 0) * sampling_rate / info.samplerate)) + 64, dtype=np.float32)
+    filled = 0
+    blocks = soundfile.blocks(opened(), blocksize=1 << 18, dtype="float32", always_2d=True)
+    for block, last in itertools.chain(((b, False) for b in blocks), [(np.zeros((0, 1), np.float32), True)]):
+        mono = block.mean(axis=1, dtype=np.float32)
+        if resampler is not None:
+            mono = resampler.resample_chunk(mono, last=last)
+        if filled + len(mono) > len(waveform):  # the header's frame count was short (some mp3s): grow
+            waveform = np.resize(waveform, 2 * (filled + len(mono)))
+        waveform[filled : filled + len(mono)] = mono
+        filled += len(mono)
+    return waveform[:filled]
+
+
+def _decode(source, name: str, sampling_rate: int) -> np.ndarray:
+    """A path or encoded bytes -> mono float32 at `sampling_rate`: libsndfile (wav/flac/ogg/mp3/aiff), else FFmpeg."""
+    try:
+        return _read_with_libsndfile(source, sampling_rate)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError) as error:
+        libsndfile_reason = getattr(error, "error_string", None) or str(error)
+    if shutil.which("ffmpeg") is None:
+        raise ValueError(
+            f"Could not decode {name}: {libsndfile_reason}. It is not a format libsndfile reads (wav, flac, ogg, mp3, "
+            "aiff, ...) and the `ffmpeg` program, needed for other formats, is not installed; the file may also be "
+            "corrupt or not audio at all."
+        )
+    if not isinstance(source, bytes):
+        with open(source, "rb") as file:
+            source = file.read()
+    try:
+        return _decode_with_ffmpeg(source, sampling_rate)
+    except ValueError as error:
+        raise ValueError(
+            f"Could not decode {name}: it is corrupt or not an audio file (libsndfile: {libsndfile_reason}; FFmpeg: "
+            f"{error})."
+        ) from None
+
+
+def _to_float_channels_last(array, name: str) -> np.ndarray:
+    """An in-memory waveform -> float32 numpy, 1-D or (samples, channels); integer PCM is scaled to [-1, 1]."""
+    if hasattr(array, "detach"):  # torch tensor
+        array = array.detach().cpu().float().numpy()
+    array = np.asarray(array)
+    if array.dtype.kind in "iu":
+        full_scale = 2.0 ** (8 * array.dtype.itemsize - 1)
+        offset = full_scale if array.dtype.kind == "u" else 0.0
+        array = (array.astype(np.float64) - offset) / full_scale
+    elif array.dtype.kind != "f":
+        raise ValueError(
+            f"{_sentence(name)} has dtype {array.dtype}; expected float samples in [-1, 1] or integer PCM."
+        )
+    if array.ndim == 2:
+        # Channels are the shorter axis: librosa/torch give (channels, samples), soundfile (samples, channels).
+        array = array if array.shape[1] <= array.shape[0] else array.T
+        if array.shape[1] > MAX_CHANNELS:
+            raise ValueError(
+                f"{_sentence(name)} is a 2-D array of shape {array.shape}, read as one clip with {array.shape[1]} "
+                f"channels, but at most {MAX_CHANNELS} are accepted: to process several clips, pass a list of 1-D "
+                "arrays."
+            )
+    elif array.ndim != 1:
+        raise ValueError(
+            f"{_sentence(name)} has shape {array.shape}; expected a 1-D waveform or 2-D (channels, samples)."
+        )
+    return array.astype(np.float32, copy=False)
+
+
+def load_audio(source, sampling_rate: int, source_sampling_rate: int | None = None) -> np.ndarray:
+    """Any audio a user holds -> one mono float32 waveform at `sampling_rate`.
+
+    Args:
+        source:
+            - a path (`str` or `os.PathLike`) to an audio file: wav/flac/ogg/mp3/aiff through libsndfile, any other
+              format FFmpeg decodes through the `ffmpeg` program;
+            - `bytes` of an encoded audio file;
+            - a numpy array or torch tensor: 1-D mono, or 2-D multi-channel in either `(channels, samples)` or
+              `(samples, channels)` layout; float in [-1, 1] or integer PCM (int16 is divided by 32768);
+            - a dict `{"array" or "raw": waveform, "sampling_rate": int}` (the `datasets` audio format; a `"path"` key
+              is ignored when an array is present, and read when it is not);
+            - a `torchcodec` `AudioDecoder` (what `datasets` audio columns yield).
+        sampling_rate: the rate the model expects (`feature_extractor.sampling_rate`).
+        source_sampling_rate: the rate of an array/tensor `source`; `None` means it is already at `sampling_rate`.
+
+    Multi-channel audio is averaged to mono; another rate is resampled with librosa (soxr, high quality). The result is
+    checked: empty audio and NaN/inf samples raise a `ValueError` naming the source. Silence is valid audio.
+    """
+    name = "the audio"
+    if isinstance(source, (str, os.PathLike)):
+        name = f"audio file {os.fspath(source)!r}"
+        if not os.path.exists(source):
+            raise FileNotFoundError(f"Audio file not found: {os.fspath(source)!r}.")
+        if os.path.isdir(source):
+            raise IsADirectoryError(f"Expected an audio file but {os.fspath(source)!r} is a directory.")
+        if os.path.getsize(source) == 0:
+            raise ValueError(f"The {name} is empty (0 bytes).")
+        waveform, source_sampling_rate = _decode(os.fspath(source), name, sampling_rate), sampling_rate
+    elif isinstance(source, (bytes, bytearray)):
+        if len(source) == 0:
+            raise ValueError("The audio bytes are empty (0 bytes).")
+        waveform, source_sampling_rate = _decode(bytes(source), name, sampling_rate), sampling_rate
+    elif isinstance(source, dict):
+        array = source.get("array", source.get("raw"))
+        if array is None and source.get("path"):
+            return load_audio(source["path"], sampling_rate)
+        if array is None or "sampling_rate" not in source:
+            raise ValueError(
+                "An audio dict needs the waveform under 'array' (or 'raw') and its rate under 'sampling_rate', as "
+                f"`datasets` gives it; got keys {sorted(source)}."
+            )
+        waveform, source_sampling_rate = _to_float_channels_last(array, name), int(source["sampling_rate"])
+    elif type(source).__name__ == "AudioDecoder":  # torchcodec, as yielded by `datasets` Audio columns
+        samples = source.get_all_samples()
+        waveform, source_sampling_rate = _to_float_channels_last(samples.data, name), int(samples.sample_rate)
+    else:
+        try:
+            waveform = _to_float_channels_last(source, name)
+        except (TypeError, ValueError) as error:
+            raise ValueError(
+                f"Unsupported audio input of type {type(source).__name__}: pass a file path, bytes, a numpy array or "
+                f"torch tensor, or a dict with 'array' and 'sampling_rate' ({error})."
+            ) from None
+
+    if waveform.ndim == 2:
+        waveform = waveform.mean(axis=1, dtype=np.float32)
+    if waveform.size == 0:
+        raise ValueError(f"{_sentence(name)} has no samples (empty audio).")
+    if not np.isfinite(waveform).all():
+        raise ValueError(f"{_sentence(name)} contains NaN or infinite samples; clean or drop it.")
+    source_sampling_rate = source_sampling_rate or sampling_rate
+    if source_sampling_rate != sampling_rate:
+        waveform = librosa.resample(
+            waveform, orig_sr=source_sampling_rate, target_sr=sampling_rate, res_type="soxr_hq"
+        )
+    return np.ascontiguousarray(waveform, dtype=np.float32)
+
+
+def chunk_spans(length: int, window: int, hop: int) -> list[tuple[int, int]]:
+    """Windows `[start, stop)` of at most `window` steps every `hop` steps, covering every step at least once.
+
+    The last window is aligned to the end (MAEST-style), so nothing is dropped and no window is mostly padding. A
+    sequence no longer than `window` is one chunk.
+    """
+    if window < 1 or hop < 1:
+        raise ValueError(f"window and hop must be positive, got window={window}, hop={hop}.")
+    if length <= window:
+        return [(0, length)]
+    starts = list(range(0, length - window + 1, hop))
+    if starts[-1] + window < length:
+        starts.append(length - window)
+    return [(start, start + window) for start in starts]
+
+
+@dataclass(frozen=True)
+class AudioWindow:
+    """One window of a track: frames `[first_frame, stop_frame)` of the whole track, from samples `[start, stop)`."""
+
+    first_frame: int
+    stop_frame: int
+    start: int
+    stop: int
+
+
+def frame_windows(
+    num_samples: int, hop_length: int, n_fft: int, window_frames: int, hop_frames: int
+) -> list[AudioWindow]:
+    """Plan the windows of a track of `num_samples` samples, in frames of the whole track.
+
+    With centred frames a track has `1 + num_samples // hop_length` frames. Window `[a, b)` is cut from samples
+    `[a * hop_length, b * hop_length - 1)`: exactly the samples whose centred frames are `a .. b-1`, so frame `j` of a
+    window is frame `a + j` of the track (each window gets its own centre padding and its own CMVN, like a training
+    clip).
+    """
+    shortest = -(-(n_fft + 1) // hop_length)  # a window must hold one full analysis window of samples
+    if window_frames < shortest:
+        raise ValueError(
+            f"window_frames={window_frames} is too small: a window needs at least {shortest} frames ({n_fft} samples "
+            "for one analysis window)."
+        )
+    if not 1 <= hop_frames <= window_frames:
+        raise ValueError(f"hop_frames must be in [1, window_frames={window_frames}], got {hop_frames}.")
+    total_frames = 1 + num_samples // hop_length
+    return [
+        AudioWindow(first, stop, first * hop_length, min(num_samples, stop * hop_length - 1))
+        for first, stop in chunk_spans(total_frames, window_frames, hop_frames)
+    ]
+
+
+__all__ = ["AudioWindow", "chunk_spans", "frame_windows", "load_audio"]
