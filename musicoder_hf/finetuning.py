@@ -30,7 +30,7 @@ from .evaluation import aggregate_by_group, compute_metrics, predict_logits
 from .feature_extraction_musicoder import MusiCoderFeatureExtractor
 from .modeling_musicoder import MusiCoderForSequenceClassification
 from .pretraining import parse_overrides
-from .training_utils import build_accelerator, check_finite_loss, step_seed, write_json
+from .training_utils import build_accelerator, check_finite_loss, clip_and_check_gradients, step_seed, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -210,8 +210,7 @@ def train_one(args, accelerator, data, schema, hyper, leader: dict) -> dict:
             loss = model(**batch).loss
             check_finite_loss(accelerator, loss, step)
             accelerator.backward(loss)
-            if args.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+            clip_and_check_gradients(accelerator, model, args.max_grad_norm, step)
             optimizer.step()
             schedule.step()
             optimizer.zero_grad()

@@ -166,9 +166,188 @@ class MusiCoderPreTrainedModel(PreTrainedModel):
         elif isinstance(module, MusiCoderForSequenceClassification) and module.layer_weights is not None:
             init.constant_(module.layer_weights, 1.0 / module.layer_weights.numel())
 
+    # ----- Loading and saving: safetensors only, and a checkpoint's config must describe its weights. -----
+    # (Imports are local: this file is copied next to checkpoints for `trust_remote_code`, keep it self-contained.)
+
+    class CheckpointMismatchError(ValueError, RuntimeError):
+        """A checkpoint's weights do not fit the model its config describes.
+
+        A `ValueError`; also a `RuntimeError`, which is what transformers raises for size mismatches, so code written
+        against transformers keeps catching it.
+        """
+
+    _SAFETENSORS_ONLY = (
+        "MusiCoder loads weights from safetensors files only: pickled PyTorch weights (pytorch_model.bin, *.pt, "
+        "*.pth, *.ckpt) can run arbitrary code while they are unpickled, so they are never loaded."
+    )
+    # Config fields that set tensor shapes, used to name the field behind a shape mismatch.
+    _SHAPE_FIELDS = ("hidden_size", "intermediate_size", "feature_size", "num_labels", "max_position_embeddings")
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        r"""
+        [`~transformers.PreTrainedModel.from_pretrained`] with two guarantees on top:
+
+        - **safetensors only.** Pickled weights (`pytorch_model.bin`, `*.pt`, `*.pth`, `*.ckpt`) are refused with an
+          `OSError` and never unpickled, as is `use_safetensors=False`: unpickling can run arbitrary code.
+        - **The config describes the weights.** If an encoder weight is missing from the checkpoint, has another
+          shape than the config implies, or the checkpoint holds encoder weights the config has no room for (e.g.
+          `num_hidden_layers=4` in `config.json` but weights for 2 layers), loading fails with
+          [`~MusiCoderPreTrainedModel.CheckpointMismatchError`] (a `ValueError`) that names the checkpoint, the keys,
+          their shapes and the config fields involved. (transformers' default is to initialise such weights at random
+          with a warning.) Heads follow transformers: a head missing from the checkpoint is a new head (e.g. a
+          classifier on a pre-training checkpoint), another task's head in the checkpoint is ignored, and a head whose
+          shape changed (a new label count) needs `ignore_mismatched_sizes=True`. `ignore_mismatched_sizes` never
+          applies to the encoder.
+        """
+        import os
+
+        if kwargs.get("use_safetensors") is False:
+            raise ValueError(f"use_safetensors=False is not supported. {cls._SAFETENSORS_ONLY}")
+        if pretrained_model_name_or_path is not None:
+            cls._refuse_pickled_weights(os.fspath(pretrained_model_name_or_path), kwargs.get("subfolder") or "")
+            kwargs["use_safetensors"] = True
+        output_loading_info = kwargs.pop("output_loading_info", False)
+        ignore_mismatched_sizes = kwargs.pop("ignore_mismatched_sizes", False)
+        try:
+            # Size mismatches are judged below (with a clearer message than transformers' bare RuntimeError).
+            model, loading_info = super().from_pretrained(
+                pretrained_model_name_or_path,
+                *model_args,
+                output_loading_info=True,
+                ignore_mismatched_sizes=True,
+                **kwargs,
+            )
+        except OSError as error:
+            if "cannot be loaded with `safetensors`" not in str(error):
+                raise
+            raise OSError(
+                f"{pretrained_model_name_or_path} has no model.safetensors (or sharded safetensors index). "
+                f"{cls._SAFETENSORS_ONLY}"
+            ) from error
+        model._check_weights_match_config(pretrained_model_name_or_path, loading_info, ignore_mismatched_sizes)
+        return (model, loading_info) if output_loading_info else model
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """[`~transformers.PreTrainedModel.save_pretrained`]; weights are always written as safetensors."""
+        if kwargs.pop("safe_serialization", True) is False:
+            raise ValueError(f"safe_serialization=False is not supported. {self._SAFETENSORS_ONLY}")
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    @classmethod
+    def _refuse_pickled_weights(cls, path: str, subfolder: str) -> None:
+        """Refuse a local weights file or folder that only has pickled weights (Hub repositories: see the caller)."""
+        import os
+
+        pickle_suffixes = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".bin.index.json")
+        conversion = (
+            " Convert them once, in an environment you trust: `from safetensors.torch import save_file; "
+            "save_file(torch.load('pytorch_model.bin', weights_only=True), 'model.safetensors')`."
+        )
+        if os.path.isfile(path):
+            if path.endswith(pickle_suffixes):
+                raise OSError(f"{path} is a pickled weights file. {cls._SAFETENSORS_ONLY}{conversion}")
+            return
+        folder = os.path.join(path, subfolder)
+        if not os.path.isdir(folder):
+            return
+        names = os.listdir(folder)
+        if any(name.endswith((".safetensors", ".safetensors.index.json")) for name in names):
+            return
+        pickled = sorted(n for n in names if n.startswith(("pytorch_model", "model")) and n.endswith(pickle_suffixes))
+        if pickled:
+            raise OSError(
+                f"{folder} holds pickled weights ({', '.join(pickled)}) and no model.safetensors. "
+                f"{cls._SAFETENSORS_ONLY}{conversion}"
+            )
+
+    def _check_weights_match_config(self, source, loading_info: dict, ignore_mismatched_sizes: bool) -> None:
+        """Raise `CheckpointMismatchError` if the loaded checkpoint's encoder weights disagree with `self.config`."""
+        import re
+
+        base = self.base_model
+        prefix = f"{self.base_model_prefix}."
+        encoder_parts = {name for name, _ in base.named_children()}
+        encoder_parts |= {name for name, _ in base.named_parameters(recurse=False)}
+
+        def in_encoder(key: str) -> bool:
+            return key.removeprefix(prefix).split(".")[0] in encoder_parts
+
+        missing = sorted(key for key in loading_info["missing_keys"] if in_encoder(key))
+        unexpected = sorted(key for key in loading_info["unexpected_keys"] if in_encoder(key))
+        mismatched = sorted(
+            (key, tuple(in_checkpoint), tuple(in_model))
+            for key, in_checkpoint, in_model in loading_info["mismatched_keys"]
+            if in_encoder(key) or not ignore_mismatched_sizes
+        )
+        if not (missing or unexpected or mismatched):
+            return
+
+        def listing(keys: list[str], limit: int = 8) -> str:
+            shown = ", ".join(keys[:limit])
+            return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+        fields = []  # "name: config says X, the checkpoint's weights say Y"
+        layer = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+        if missing or unexpected:
+            missing_set = set(missing)
+            loaded = [key for key in self.state_dict() if key not in missing_set]
+            present = {int(m.group(1)) for key in loaded + unexpected if (m := layer.search(key))}
+            if len(present) != self.config.num_hidden_layers:
+                fields.append(
+                    f"num_hidden_layers: the config says {self.config.num_hidden_layers}, the checkpoint's weights "
+                    f"hold {len(present)} layer(s)"
+                )
+        shape_values = {}  # field -> values seen in the checkpoint where the model has the config's value
+        for _, in_checkpoint, in_model in mismatched:
+            if len(in_checkpoint) != len(in_model):
+                continue
+            for checkpoint_dim, model_dim in zip(in_checkpoint, in_model):
+                if checkpoint_dim == model_dim:
+                    continue
+                for name in self._SHAPE_FIELDS:
+                    if getattr(self.config, name, None) == model_dim:
+                        shape_values.setdefault(name, set()).add(checkpoint_dim)
+        for name, values in shape_values.items():
+            seen = " or ".join(str(v) for v in sorted(values))
+            fields.append(f"{name}: the config says {getattr(self.config, name)}, the checkpoint's weights say {seen}")
+
+        lines = [
+            f"The checkpoint {source or '(state_dict)'} does not fit {self.__class__.__name__} as its config describes "
+            "it: loading it would leave weights randomly initialised or drop some of the checkpoint's."
+        ]
+        if fields:
+            lines.append("Config fields that disagree with the weights: " + "; ".join(fields) + ".")
+        if mismatched:
+            shapes = [f"{key} (checkpoint {list(c)}, config {list(m)})" for key, c, m in mismatched]
+            lines.append(f"Shape mismatch ({len(mismatched)} tensors): {listing(shapes, 6)}.")
+        if missing:
+            lines.append(f"Missing from the checkpoint ({len(missing)} tensors): {listing(missing)}.")
+        if unexpected:
+            lines.append(
+                f"In the checkpoint but not in the config's model ({len(unexpected)} tensors): {listing(unexpected)}."
+            )
+        if mismatched and not (missing or unexpected or any(in_encoder(key) for key, _, _ in mismatched)):
+            lines.append(
+                "Only the head differs: to train a new head (e.g. another label count), pass "
+                "`ignore_mismatched_sizes=True`."
+            )
+        else:
+            lines.append(
+                "Load it with the config it was saved with (do not override these fields), or fix its config.json. "
+                "To reuse part of the weights on purpose, build the model with `from_config` and call "
+                "`load_state_dict(..., strict=False)` yourself."
+            )
+        raise self.CheckpointMismatchError("\n".join(lines))
+
 
 class MusiCoderModel(MusiCoderPreTrainedModel):
     """The bare MusiCoder encoder: frames in, contextual frame representations out."""
+
+    # Loading the encoder of a fine-tuned or pre-training checkpoint (e.g. for embeddings) drops its head quietly.
+    _keys_to_ignore_on_load_unexpected = [
+        r"^classifier\.", r"^projector\.", r"^layer_weights$", r"^reconstruction_head\."
+    ]
 
     def __init__(self, config: MusiCoderConfig):
         super().__init__(config)

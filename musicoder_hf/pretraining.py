@@ -30,7 +30,14 @@ from .data_collator import DataCollatorForMusiCoderPreTraining
 from .feature_extraction_musicoder import MusiCoderFeatureExtractor
 from .modeling_musicoder import MusiCoderForPreTraining
 from .optimization import create_noam_optimizer_and_schedule
-from .training_utils import build_accelerator, check_finite_loss, step_seed, total_optimizer_steps, write_json
+from .training_utils import (
+    build_accelerator,
+    check_finite_loss,
+    clip_and_check_gradients,
+    step_seed,
+    total_optimizer_steps,
+    write_json,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -214,8 +221,8 @@ def pretrain(args: PretrainingArguments) -> dict:
                 loss = model(**masked).loss
                 check_finite_loss(accelerator, loss, state["step"])
                 accelerator.backward(loss)
-                if accelerator.sync_gradients and args.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                if accelerator.sync_gradients:
+                    clip_and_check_gradients(accelerator, model, args.max_grad_norm, state["step"])
                 optimizer.step()
                 optimizer.zero_grad()
             state["batch_in_epoch"] += 1

@@ -62,6 +62,19 @@ def check_finite_loss(accelerator: Accelerator, loss: torch.Tensor, step: int) -
         )
 
 
+def clip_and_check_gradients(accelerator: Accelerator, model: torch.nn.Module, max_grad_norm: float, step: int) -> None:
+    """Clip gradients to `max_grad_norm` (0: no clipping) and stop if their norm is NaN/inf, before the optimizer turns
+    a finite loss with overflowing gradients into NaN weights (which the next save would checkpoint). Under fp16 the
+    grad scaler owns overflow handling (it skips the step), so that case is left to it."""
+    norm = accelerator.clip_grad_norm_(model.parameters(), max_grad_norm if max_grad_norm > 0 else float("inf"))
+    if accelerator.scaler is None and norm is not None and not torch.isfinite(torch.as_tensor(norm)).all():
+        raise FloatingPointError(
+            f"The gradient norm became {float(norm)} at optimizer step {step} (the loss was finite): training stopped "
+            "before the update and before writing a poisoned checkpoint. The last good checkpoint is kept; lower the "
+            "learning rate (or its scale) or enable gradient clipping, then rerun with --resume."
+        )
+
+
 def write_json(path: str | os.PathLike, payload) -> None:
     """Write JSON atomically (temp file + rename), so readers never see half a file."""
     path = Path(path)

@@ -7,10 +7,11 @@ import pytest
 import torch
 from datasets import Array2D, ClassLabel, Dataset, DatasetDict, Features, List, Value
 from sklearn.metrics import average_precision_score, roc_auc_score
-from test_pretraining import TINY, structured_clips
+from pretraining_helpers import TINY, structured_clips
 
 from musicoder_hf import MusiCoderConfig, MusiCoderForSequenceClassification
-from musicoder_hf.evaluation import aggregate_by_group, chunk_spans, compute_metrics, predict_logits
+from musicoder_hf.audio import chunk_spans
+from musicoder_hf.evaluation import aggregate_by_group, compute_metrics, predict_logits
 from musicoder_hf.finetuning import FinetuningArguments, finetune, grid_points
 
 NAMES = ["german", "chinese", "irish"]

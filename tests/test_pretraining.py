@@ -10,59 +10,19 @@ import numpy as np
 import pytest
 import torch
 from accelerate.state import PartialState
-from datasets import Array2D, Dataset, DatasetDict, Features, Value
 from safetensors.torch import load_file
 
 from musicoder_hf import MusiCoderForPreTraining
 from musicoder_hf.checkpointing import COMPLETE_MARKER, latest_checkpoint, list_checkpoints
 from musicoder_hf.optimization import noam_learning_rate
-from musicoder_hf.pretraining import PretrainingArguments, pretrain
+from musicoder_hf.pretraining import pretrain
 
-TINY = "hidden_size=32,num_hidden_layers=2,num_attention_heads=4,intermediate_size=64"
-
-
-def structured_clips(count, seed):
-    """Smooth, low-rank frames: a masked frame is predictable from its neighbours, so the loss can really fall."""
-    basis = np.random.default_rng(1234).standard_normal((4, 324)).astype(np.float32)  # shared by all splits
-    rng = np.random.default_rng(seed)
-    clips = []
-    for _ in range(count):
-        frames = int(rng.integers(40, 90))
-        t = np.arange(frames)[:, None]
-        weights = np.sin(t * rng.uniform(0.05, 0.3, size=4) + rng.uniform(0, 6.3, size=4))
-        clips.append((weights @ basis + 0.05 * rng.standard_normal((frames, 324))).astype(np.float32))
-    return clips
+from pretraining_helpers import arguments, save_features_dataset
 
 
 @pytest.fixture(scope="module")
 def features_dir(tmp_path_factory):
-    features = Features({"input_features": Array2D(shape=(None, 324), dtype="float32"), "num_frames": Value("int32")})
-    splits = {}
-    for name, count, seed in (("train", 48, 0), ("validation", 8, 1)):
-        clips = structured_clips(count, seed)
-        splits[name] = Dataset.from_dict({"input_features": clips, "num_frames": [len(c) for c in clips]}, features)
-    path = tmp_path_factory.mktemp("features")
-    DatasetDict(splits).save_to_disk(path)
-    return path
-
-
-def arguments(features_dir, output_dir, **overrides):
-    values = dict(
-        data_dir=str(features_dir),
-        output_dir=str(output_dir),
-        config_overrides=TINY,
-        per_device_train_batch_size=8,
-        warmup_steps=10,
-        lr_scale=0.5,
-        log_every=2,
-        eval_every=10,
-        save_every=5,
-        report_to="none",
-        cpu=True,
-        max_steps=20,
-    )
-    values.update(overrides)
-    return PretrainingArguments(**values)
+    return save_features_dataset(tmp_path_factory.mktemp("features"))
 
 
 def _data_parallel_worker(features_dir, output_dir):
@@ -134,6 +94,22 @@ def test_non_finite_loss_stops_before_checkpointing(features_dir, tmp_path, monk
     with pytest.raises(FloatingPointError, match="step 6"):
         pretrain(arguments(features_dir, tmp_path, max_steps=20, save_every=5))
     assert [path.name for path in list_checkpoints(tmp_path)] == ["checkpoint-5"]
+
+
+def test_real_divergence_never_leaves_a_non_finite_checkpoint(features_dir, tmp_path):
+    # A learning rate far too high, no clipping: the loss reaches ~3e11 (finite) at step 4, whose update is NaN.
+    with pytest.raises(FloatingPointError, match="before writing a poisoned checkpoint"):
+        pretrain(
+            arguments(
+                features_dir, tmp_path, max_steps=12, save_every=1, log_every=1, eval_every=1000, lr_scale=1e6,
+                max_grad_norm=0, warmup_steps=1,
+            )
+        )
+    latest = latest_checkpoint(tmp_path).name
+    for checkpoint in list_checkpoints(tmp_path):
+        weights = load_file(checkpoint / "model.safetensors")
+        poisoned = [name for name, tensor in weights.items() if not torch.isfinite(tensor).all()]
+        assert not poisoned, f"{checkpoint.name} (latest: {latest}) holds non-finite weights: {poisoned[:3]}"
 
 
 def test_noam_schedule_matches_paper_equation_4():
