@@ -14,15 +14,23 @@
 """
 Feature extractor for MusiCoder: the 324-dim acoustic frames of the paper (Zhao & Guo, MMM 2021, section 4.1).
 
-This file is deliberately self-contained (numpy, librosa and transformers only): `save_pretrained` copies it next to a
-checkpoint so that `AutoFeatureExtractor.from_pretrained(..., trust_remote_code=True)` works where `musicoder_hf` is
-not installed.
+Two backends compute the same features: `"librosa"`, the reference (one clip at a time, CPU), and `"torch"`, a batched
+re-implementation on CPU or CUDA that matches it to float32 round-off (see `MusiCoderFeatureExtractor`).
+
+This file is deliberately self-contained (numpy, librosa, torch and transformers only): `save_pretrained` copies it
+next to a checkpoint so that `AutoFeatureExtractor.from_pretrained(..., trust_remote_code=True)` works where
+`musicoder_hf` is not installed.
 """
 
+import functools
+import math
 import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import librosa
 import numpy as np
+import torch
 from transformers.feature_extraction_sequence_utils import SequenceFeatureExtractor
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.utils import PaddingStrategy, TensorType, is_torch_tensor, logging
@@ -43,6 +51,275 @@ CMVN_STD_FLOOR = 1e-3
 # batch of mono clips stacked into one array, which would otherwise be silently averaged together.
 MAX_CHANNELS = 8
 
+BACKENDS = ("librosa", "torch")
+
+# Padded batches of the torch backend when `__call__` gets no `batch_size`. On CUDA: 64 clips (30 s clips take about
+# 2 GB). On a CPU, batching gains nothing once a clip is long, and temporaries above glibc's mmap threshold (32 MiB)
+# are handed back to the kernel when freed and faulted in again on the next batch (about 0.6 ms per MB here, as much as
+# the FFTs): as many clips as fit in 2**21 padded samples (48 s at 44.1 kHz) keeps them below it.
+TORCH_CUDA_BATCH_SIZE = 64
+TORCH_CPU_BATCH_SAMPLES = 2**21
+
+# librosa lowers the sampling rate between CQT octaves with soxr ("soxr_hq"), a linear-phase FIR decimator. The torch
+# backend applies the same FIR, by FFT blocks of DECIMATION_BLOCK samples (overlap-save). The FIR's taps and soxr's
+# start-up transient are measured from librosa itself (unit impulses through `librosa.resample`), keeping what stands
+# above these fractions of the peak tap (below is soxr's float32 round-off).
+DECIMATION_BLOCK = 8192
+SOXR_KERNEL_THRESHOLD = 1e-7
+SOXR_START_THRESHOLD = 1e-6
+
+# Mel filters per block of the torch backend's block-sparse mel filterbank product.
+MEL_GROUP = 16
+
+
+def _two_factors(n: int) -> int:
+    """How many times `n` divides by 2."""
+    count = 0
+    while n > 0 and n % 2 == 0:
+        n //= 2
+        count += 1
+    return count
+
+
+def _orthonormal_dct(n_inputs: int, n_outputs: int) -> np.ndarray:
+    """`(n_inputs, n_outputs)` matrix of the orthonormal DCT-II of `librosa.feature.mfcc` (scipy's `norm="ortho"`)."""
+    n = np.arange(n_inputs)[:, None]
+    k = np.arange(n_outputs)[None, :]
+    basis = np.sqrt(2.0 / n_inputs) * np.cos(np.pi * k * (2 * n + 1) / (2 * n_inputs))
+    basis[:, 0] /= np.sqrt(2.0)
+    return basis
+
+
+def _cqt_octave_plan(sampling_rate, hop_length, fmin, bins_per_octave, n_octaves, window="hamming"):
+    """
+    librosa's multi-rate CQT (`librosa.cqt` -> `vqt` in librosa 0.11) as a plan: for each octave, top octave first, the
+    decimation of the audio it is analysed at, its hop, and its FFT-domain filter basis (`(bins_per_octave, n_fft // 2
+    + 1)`, complex64) with all of librosa's scale factors folded in, so that `abs(basis @ rfft(frame))` is librosa's
+    magnitude for a frame of the decimated audio scaled like librosa's resampler (`scale=True`, i.e. by
+    `sqrt(decimation)`).
+    """
+    n_bins = bins_per_octave * n_octaves
+    freqs = librosa.interval_frequencies(n_bins, fmin=fmin, intervals="equal", bins_per_octave=bins_per_octave)
+    # Relative bandwidth of each bin from its neighbours' spacing (librosa.filters._relative_bandwidth).
+    local_bins_per_octave = np.full(n_bins, float(bins_per_octave))
+    if n_bins > 1:
+        log_freqs = np.log2(freqs)
+        local_bins_per_octave[0] = 1 / (log_freqs[1] - log_freqs[0])
+        local_bins_per_octave[-1] = 1 / (log_freqs[-1] - log_freqs[-2])
+        local_bins_per_octave[1:-1] = 2 / (log_freqs[2:] - log_freqs[:-2])
+    alpha = (2.0 ** (2 / local_bins_per_octave) - 1) / (2.0 ** (2 / local_bins_per_octave) + 1)
+
+    _, cutoff = librosa.filters.wavelet_lengths(freqs=freqs, sr=sampling_rate, window=window, alpha=alpha)
+    # librosa first decimates by 2 as often as the filters stay below the new Nyquist frequency and the hop stays even.
+    early = min(
+        max(0, int(np.ceil(np.log2(sampling_rate / 2 / cutoff))) - 2),
+        max(0, _two_factors(hop_length) - n_octaves + 1),
+    )
+    decimation, hop = 2**early, hop_length // 2**early
+    # librosa divides the output by sqrt(filter length) at the rate after that first decimation.
+    lengths, _ = librosa.filters.wavelet_lengths(
+        freqs=freqs, sr=sampling_rate / decimation, window=window, alpha=alpha
+    )
+
+    plan = []
+    for octave in range(n_octaves):
+        bins = slice(n_bins - (octave + 1) * bins_per_octave, n_bins - octave * bins_per_octave)
+        basis, basis_lengths = librosa.filters.wavelet(
+            freqs=freqs[bins], sr=sampling_rate / decimation, window=window, alpha=alpha[bins], norm=1, pad_fft=True
+        )
+        n_fft = basis.shape[1]
+        basis *= basis_lengths[:, None] / n_fft
+        fft_basis = np.fft.fft(basis, n=n_fft, axis=1)[:, : n_fft // 2 + 1]
+        fft_basis = librosa.util.sparsify_rows(fft_basis, quantile=0.01, dtype=np.complex64).toarray()
+        fft_basis *= np.sqrt(decimation / 2**early) / np.sqrt(lengths[bins])[:, None]
+        plan.append((decimation, hop, fft_basis.astype(np.complex64)))
+        if hop % 2 == 0:  # librosa halves the rate for the next octave only while the hop stays an integer
+            hop //= 2
+            decimation *= 2
+    return plan
+
+
+@functools.lru_cache(maxsize=4)
+def _soxr_kernel(ratio: int) -> np.ndarray:
+    """
+    Taps (odd length, tap 0 in the middle, at the input rate) of the FIR with which `librosa.resample(y, orig_sr=ratio,
+    target_sr=1, res_type="soxr_hq")` decimates: resampling a unit impulse at each of the `ratio` phases gives every
+    `ratio`-th tap.
+    """
+    centre = 8192 * ratio  # far from both ends: soxr's tails (about 400 taps for ratio 4) stay inside
+    kernel = np.zeros(2 * centre)
+    for phase in range(ratio):
+        impulse = np.zeros(2 * centre, dtype=np.float32)
+        impulse[centre + phase] = 1.0
+        response = librosa.resample(impulse, orig_sr=ratio, target_sr=1, res_type="soxr_hq", scale=False)
+        # output m is tap m * ratio - (centre + phase), stored at index tap + centre
+        taps = np.arange(len(response)) * ratio - phase
+        kept = taps >= 0
+        kernel[taps[kept]] = response[kept]
+    support = np.flatnonzero(np.abs(kernel) > SOXR_KERNEL_THRESHOLD * np.abs(kernel).max())
+    half_width = max(centre - support[0], support[-1] - centre)
+    return kernel[centre - half_width : centre + half_width + 1]
+
+
+@functools.lru_cache(maxsize=4)
+def _soxr_start_correction(ratio: int) -> np.ndarray | None:
+    """
+    What soxr adds to a plain convolution with `_soxr_kernel(ratio)` at the start of a signal: `(inputs, outputs)`,
+    so that soxr's first outputs are the convolution's plus `signal[:inputs] @ correction` (None if it adds nothing).
+
+    soxr's 4:1 decimator is not a plain convolution over its first few dozen outputs: it treats its first input
+    samples differently (a start-up transient). It is linear, so resampling unit impulses measures it.
+    """
+    kernel = _soxr_kernel(ratio)
+    half_width = len(kernel) // 2
+    num_outputs = 128
+    num_inputs = ratio * num_outputs + half_width
+    impulses = np.eye(num_inputs, num_inputs + 2 * half_width + 16 * ratio, dtype=np.float32)
+    measured = librosa.resample(impulses, orig_sr=ratio, target_sr=1, res_type="soxr_hq", scale=False, axis=-1)
+    taps = half_width + ratio * np.arange(num_outputs)[None, :] - np.arange(num_inputs)[:, None]
+    convolution = np.where((taps >= 0) & (taps < len(kernel)), kernel[np.clip(taps, 0, len(kernel) - 1)], 0.0)
+    correction = measured[:, :num_outputs] - convolution
+    # Keep what stands above soxr's own float32 round-off.
+    correction[np.abs(correction) < SOXR_START_THRESHOLD * np.abs(kernel).max()] = 0.0
+    rows, columns = np.flatnonzero(correction.any(axis=1)), np.flatnonzero(correction.any(axis=0))
+    if len(rows) == 0:
+        return None
+    return correction[: rows[-1] + 1, : columns[-1] + 1]
+
+
+def _zero_padded(signal: torch.Tensor, start: int, length: int, before: int, after: int) -> torch.Tensor:
+    """`signal[:, start - before : start + length + after]`, samples outside `signal` being zeros: a view when `signal`
+    has the room (callers keep zeros around their audio), a padded copy otherwise."""
+    first, last = start - before, start + length + after
+    if first >= 0 and last <= signal.shape[1]:
+        return signal[:, first:last]
+    kept = signal[:, max(first, 0) : min(last, signal.shape[1])]
+    return torch.nn.functional.pad(kept, (max(0, -first), max(0, last - signal.shape[1])))
+
+
+@dataclass(frozen=True)
+class _Decimator:
+    """soxr's decimation by `ratio`, by overlap-save: FFT blocks of `block` samples overlapping by `2 * overlap`."""
+
+    ratio: int
+    half_width: int  # of the FIR
+    overlap: int  # >= half_width, a multiple of ratio
+    block: int
+    response: torch.Tensor  # the FIR's rfft on `block` samples, on the bins kept after decimation (complex64)
+    start_correction: torch.Tensor | None  # `_soxr_start_correction(ratio)`, scaled as the output
+
+    @classmethod
+    def for_ratio(cls, ratio: int, device) -> "_Decimator":
+        kernel = _soxr_kernel(ratio)
+        half_width = len(kernel) // 2
+        overlap = -(-half_width // ratio) * ratio
+        block = max(DECIMATION_BLOCK, 1 << (8 * overlap - 1).bit_length())
+        circular = np.zeros(block)
+        circular[: half_width + 1] = kernel[half_width:]
+        circular[block - half_width :] = kernel[:half_width]
+        response = np.fft.rfft(circular)[: block // ratio // 2 + 1]
+        start_correction = _soxr_start_correction(ratio)
+        if start_correction is not None:
+            start_correction = torch.as_tensor(start_correction * math.sqrt(ratio), dtype=torch.float32, device=device)
+        return cls(
+            ratio, half_width, overlap, block, torch.as_tensor(response, dtype=torch.complex64, device=device),
+            start_correction,
+        )  # fmt: skip
+
+    def __call__(
+        self, signal: torch.Tensor, start: int = 0, length: int | None = None, margins: tuple[int, int] = (0, 0)
+    ) -> torch.Tensor:
+        """
+        Decimate `signal[:, start : start + length]` (every other sample of `signal` being zero): `(batch,
+        ceil(length / ratio))`, scaled by sqrt(ratio) as librosa's `resample(scale=True)`, with `margins` zeros
+        before and after it (which spare the next steps a padded copy).
+        """
+        batch_size = signal.shape[0]
+        length = signal.shape[1] - start if length is None else length
+        step = self.block - 2 * self.overlap
+        num_outputs = -(-length // self.ratio)
+        num_blocks = -(-num_outputs * self.ratio // step)
+        padded = _zero_padded(signal, start, length, self.overlap, num_blocks * step + self.overlap - length)
+        spectrum = torch.fft.rfft(padded.unfold(1, self.block, step))[..., : self.response.shape[0]]
+        # Sampling the filtered block every `ratio` samples = the inverse FFT of its first block / ratio bins (the
+        # FIR leaves nothing above the new Nyquist frequency); irfft's 1 / (block / ratio) makes that a factor
+        # 1 / ratio.
+        decimated = torch.fft.irfft(spectrum * self.response, n=self.block // self.ratio)
+        kept = decimated[..., self.overlap // self.ratio : (self.overlap + step) // self.ratio]
+        before, after = margins
+        output = signal.new_empty(batch_size, before + num_outputs + after)
+        output[:, :before].zero_()
+        output[:, before + num_outputs :].zero_()
+        decimated = torch.div(
+            kept.reshape(batch_size, -1)[:, :num_outputs], math.sqrt(self.ratio), out=output[:, before:-after or None]
+        )
+        if self.start_correction is not None:  # every clip of the batch starts at sample 0
+            inputs = min(self.start_correction.shape[0], length)
+            outputs = min(self.start_correction.shape[1], num_outputs)
+            decimated[:, :outputs] += signal[:, start : start + inputs] @ self.start_correction[:inputs, :outputs]
+        return output
+
+
+@dataclass(frozen=True)
+class _CQTOctave:
+    decimator: _Decimator | None  # from the previous octave's rate (or the input's) to this octave's, if they differ
+    decimation: int  # the octave is analysed at sampling_rate / decimation
+    hop_length: int
+    kernels: torch.Tensor  # (n_fft, 2 * bins_per_octave): the time-domain wavelets, real parts then imaginary parts
+    reach: int  # input samples (at sampling_rate) that the decimators up to this octave read on each side
+
+
+@dataclass(frozen=True)
+class _TorchFilterbanks:
+    window: torch.Tensor  # Hamming, n_fft samples (periodic, as librosa's)
+    chroma_and_energy: torch.Tensor  # (n_fft // 2 + 1, n_chroma + 1): chroma filters, then ones (frame energy)
+    # The mel filterbank by groups of MEL_GROUP filters, each on the FFT bins where it is non-zero: (first filter,
+    # last filter + 1, first bin, last bin + 1, (bins, filters) matrix). 1/7 of the dense product's work.
+    mel_groups: tuple[tuple[int, int, int, int, torch.Tensor], ...]
+    dct: torch.Tensor  # (n_mels, n_mfcc)
+    cqt_octaves: tuple[_CQTOctave, ...]  # top octave first
+
+
+@functools.lru_cache(maxsize=8)
+def _build_torch_filterbanks(
+    sampling_rate, n_fft, hop_length, n_mels, n_mfcc, n_chroma, cqt_fmin, cqt_bins_per_octave, cqt_n_octaves, device
+) -> _TorchFilterbanks:
+    """The torch backend's constant tensors, built once per configuration and device from librosa's own filters."""
+
+    def tensor(array):
+        return torch.as_tensor(np.ascontiguousarray(array), dtype=torch.float32, device=device)
+
+    octaves, previous, reach = [], 1, 0
+    for decimation, hop, basis in _cqt_octave_plan(
+        sampling_rate, hop_length, cqt_fmin, cqt_bins_per_octave, cqt_n_octaves
+    ):
+        decimator = None
+        if decimation > previous:
+            decimator = _Decimator.for_ratio(decimation // previous, device)
+            reach += decimator.half_width * previous
+        # abs(basis @ rfft(frame)) as one real matrix product with the frame: each wavelet in the time domain.
+        frame_length = 2 * (basis.shape[1] - 1)
+        phases = np.outer(np.arange(frame_length), np.arange(basis.shape[1])) / frame_length
+        wavelets = np.exp(-2j * np.pi * phases) @ basis.T.astype(np.complex128)
+        kernels = np.concatenate([wavelets.real, wavelets.imag], axis=1)
+        octaves.append(_CQTOctave(decimator, decimation, hop, tensor(kernels), reach))
+        previous = decimation
+    chroma = librosa.filters.chroma(sr=sampling_rate, n_fft=n_fft, tuning=0.0, n_chroma=n_chroma)
+    mel = librosa.filters.mel(sr=sampling_rate, n_fft=n_fft, n_mels=n_mels)
+    mel_groups = []
+    for first in range(0, n_mels, MEL_GROUP):
+        stop = min(first + MEL_GROUP, n_mels)
+        used = np.flatnonzero(np.any(mel[first:stop] != 0, axis=0))
+        bins = slice(int(used[0]), int(used[-1]) + 1) if len(used) else slice(0, 1)
+        mel_groups.append((first, stop, bins.start, bins.stop, tensor(mel[first:stop, bins].T)))
+    return _TorchFilterbanks(
+        window=torch.hamming_window(n_fft, periodic=True, device=device),
+        chroma_and_energy=tensor(np.concatenate([chroma, np.ones((1, n_fft // 2 + 1))]).T),
+        mel_groups=tuple(mel_groups),
+        dct=tensor(_orthonormal_dct(n_mels, n_mfcc)),
+        cqt_octaves=tuple(octaves),
+    )
+
 
 class MusiCoderFeatureExtractor(SequenceFeatureExtractor):
     r"""
@@ -51,7 +328,7 @@ class MusiCoderFeatureExtractor(SequenceFeatureExtractor):
     This feature extractor inherits from [`~feature_extraction_sequence_utils.SequenceFeatureExtractor`] which contains
     most of the main methods. Users should refer to this superclass for more information regarding those methods.
 
-    It turns mono 44.1 kHz audio into frames of `feature_size` (324) acoustic features with librosa, following the
+    It turns mono 44.1 kHz audio into frames of `feature_size` (324) acoustic features, following the
     MusiCoder paper (section 4.1): a Hamming window of `n_fft` (2048) samples, a hop of `hop_length` (1024) samples,
     centred frames (a 30 s clip gives 1292 frames), and the channels, in this order:
 
@@ -65,6 +342,22 @@ class MusiCoderFeatureExtractor(SequenceFeatureExtractor):
 
     The power STFT is computed once and shared by chroma, mel and MFCC. The block ranges are exposed as
     [`~MusiCoderFeatureExtractor.feature_layout`] and match `MusiCoderConfig.feature_layout`.
+
+    Two backends compute this table. `backend="librosa"` (the default) calls librosa as written above, one clip at a
+    time on the CPU: it is the reference. `backend="torch"` computes the same features with torch on `device`, on
+    zero-padded batches of clips: the STFT by `torch.fft.rfft`, librosa's own chroma, mel and DCT matrices, the same
+    Savitzky-Golay delta, and librosa's multi-rate CQT with its wavelet bases and soxr's own decimation (its FIR and
+    start-up transient, measured through `librosa.resample`; the FIR applied by FFT blocks). On a CPU it runs its
+    padded batches side by side, one per torch thread; on CUDA, 64 clips per batch.
+
+    The torch backend matches the reference to float32 round-off: after CMVN, on music without near-silent bins, within
+    about 1e-5 for chroma, MFCC, delta and log-mel and 1e-3 for log-CQT (on 391 real clips, 99.99% of the values within
+    3e-4 and 0.8 respectively). The known deviation is in near-silent bins, which hold each implementation's own
+    round-off: log-CQT bins 90 dB or more below the clip's loudest (e.g. next to digital silence) get soxr's or torch's
+    float32 round-off and differ by up to about 9 in `ln(10 * S + eps)` at digital silence next to sound; log-mel bands
+    110 dB below the frame's loudest differ by up to about 0.01 (librosa's STFT is float64 inside). Digital silence
+    away from sound is exactly `ln(log_eps)` in both. A classifier trained on features of one backend gives the same
+    predictions on features of the other (`benchmarks/feature_parity.py`).
 
     Finally, if `do_normalize`, every clip gets CMVN (cepstral mean and variance normalisation): each channel is
     shifted and scaled to zero mean and unit variance over the clip's valid (non-padding) frames; padding frames stay
@@ -103,6 +396,12 @@ class MusiCoderFeatureExtractor(SequenceFeatureExtractor):
         return_attention_mask (`bool`, *optional*, defaults to `True`):
             Whether `__call__` returns an `attention_mask` by default (1 for real frames, 0 for padding). MusiCoder
             needs it for every padded batch.
+        backend (`str`, *optional*, defaults to `"librosa"`):
+            `"librosa"` (the reference) or `"torch"` (batched, CPU or CUDA; see above).
+        device (`str` or `torch.device`, *optional*, defaults to `"cpu"`):
+            Where the torch backend computes, e.g. `"cuda"`. It is saved in `preprocessor_config.json` as given, and
+            a configuration saved with a CUDA device still loads and runs on a machine without one: extraction then
+            falls back to the CPU with a warning. `__call__(..., device=...)` overrides it for one call.
     """
 
     model_input_names = ["input_features", "attention_mask"]
@@ -123,6 +422,8 @@ class MusiCoderFeatureExtractor(SequenceFeatureExtractor):
         log_eps=1e-10,
         do_normalize=True,
         return_attention_mask=True,
+        backend="librosa",
+        device="cpu",
         **kwargs,
     ):
         super().__init__(
@@ -142,9 +443,17 @@ class MusiCoderFeatureExtractor(SequenceFeatureExtractor):
         self.cqt_fmin = cqt_fmin
         self.log_eps = log_eps
         self.do_normalize = do_normalize
+        self.backend = backend
+        self.device = str(device)  # a string, so that it is saved in preprocessor_config.json (e.g. "cuda:0")
         self._validate_parameters()
 
     def _validate_parameters(self):
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}.")
+        try:
+            torch.device(self.device)
+        except RuntimeError as error:
+            raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda', got {self.device!r}.") from error
         for name in ("sampling_rate", "n_fft", "hop_length", "n_mels", "n_mfcc", "n_chroma", "cqt_bins_per_octave",
                      "cqt_n_octaves"):
             value = getattr(self, name)
@@ -199,7 +508,7 @@ class MusiCoderFeatureExtractor(SequenceFeatureExtractor):
 
     def _extract_frames(self, waveform: np.ndarray) -> np.ndarray:
         """
-        Un-normalised features of one clip.
+        Un-normalised features of one clip, with the configured backend.
 
         Args:
             waveform (`np.ndarray` of shape `(num_samples,)`):
@@ -208,6 +517,12 @@ class MusiCoderFeatureExtractor(SequenceFeatureExtractor):
         Returns:
             `np.ndarray` of shape `(num_frames, feature_size)`, float32, channels in `feature_layout` order.
         """
+        if self.backend == "torch":
+            return self._torch_extract([waveform], normalize=False)[0]
+        return self._librosa_frames(waveform)
+
+    def _librosa_frames(self, waveform: np.ndarray) -> np.ndarray:
+        """The reference: un-normalised features of one clip with librosa (see `_extract_frames`)."""
         sr = self.sampling_rate
         power = np.abs(librosa.stft(waveform, n_fft=self.n_fft, hop_length=self.hop_length, window="hamming",
                                     center=True)) ** 2
@@ -250,6 +565,248 @@ class MusiCoderFeatureExtractor(SequenceFeatureExtractor):
 
         features = np.concatenate([chroma, mfcc, mfcc_delta, log_mel, log_cqt], axis=0).T
         return np.ascontiguousarray(features, dtype=np.float32)
+
+    # -----------------------------------------------------------------------------------------------------------------
+    # torch backend: the same computation on a zero-padded batch, on CPU or CUDA
+
+    def _torch_device(self, device=None) -> torch.device:
+        """`device` (or the configured one); a CUDA device on a machine without CUDA falls back to the CPU."""
+        device = torch.device(device if device is not None else self.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            logger.warning_once(
+                f"{self.__class__.__name__} is configured for device {str(device)!r}, but CUDA is not available: "
+                "extracting features on the CPU."
+            )
+            device = torch.device("cpu")
+        if device.type == "cuda" and device.index is None:  # one cache entry per GPU, whatever its spelling
+            device = torch.device("cuda", torch.cuda.current_device())
+        return device
+
+    def _torch_filterbanks(self, device: torch.device) -> _TorchFilterbanks:
+        return _build_torch_filterbanks(
+            self.sampling_rate, self.n_fft, self.hop_length, self.n_mels, self.n_mfcc, self.n_chroma,
+            float(self.cqt_fmin), self.cqt_bins_per_octave, self.cqt_n_octaves, str(device),
+        )  # fmt: skip
+
+    def _torch_frames(
+        self, audio: torch.Tensor, num_samples: torch.Tensor, start: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """
+        Un-normalised features of a zero-padded batch.
+
+        Args:
+            audio (`torch.Tensor` of shape `(batch_size, n)`):
+                float32 audio: clip `i` is `audio[i, start : start + num_samples[i]]`, every other sample is zero.
+                Zeros before and after the clips (see `_torch_margins`) spare copies.
+            num_samples (`torch.Tensor` of shape `(batch_size,)`):
+                The clips' lengths in samples.
+            start (`int`, *optional*, defaults to 0):
+                Where the clips start.
+
+        Returns:
+            `(features, num_frames)`: `(batch_size, num_frames(max(num_samples)), feature_size)` float32 features, of
+            which the first `num_frames[i] = num_frames(num_samples[i])` frames of clip `i` are valid (the rest is
+            garbage), and `num_frames`.
+        """
+        filters = self._torch_filterbanks(audio.device)
+        length = int(num_samples.max())
+        num_frames = 1 + num_samples // self.hop_length
+        # librosa's centred frames, zero-padded by n_fft // 2 on both sides; zeros past a clip's end are exactly that
+        # padding for the clip alone. (An rfft of the windowed frames: torch.stft takes twice as long on a CPU.)
+        half_window = self.n_fft // 2
+        frames = _zero_padded(audio, start, length, half_window, half_window).unfold(1, self.n_fft, self.hop_length)
+        spectrum = torch.fft.rfft(frames * filters.window)  # (batch, frames, bins)
+        power = spectrum.real.square().addcmul_(spectrum.imag, spectrum.imag)
+        max_frames = power.shape[1]
+        valid = torch.arange(max_frames, device=audio.device) < num_frames[:, None]
+        chroma, energy = (power @ filters.chroma_and_energy).split([self.n_chroma, 1], dim=-1)
+        mel = power.new_empty(*power.shape[:2], self.n_mels)
+        for first, stop, first_bin, stop_bin, weights in filters.mel_groups:
+            torch.matmul(power[..., first_bin:stop_bin], weights, out=mel[..., first:stop])
+
+        peak = chroma.amax(dim=-1, keepdim=True)  # librosa's max-norm per frame; all-zero frames stay zero
+        chroma = chroma / torch.where(peak < torch.finfo(chroma.dtype).tiny, 1.0, peak)
+        # librosa.power_to_db(mel) with top_db=80 below the clip's own peak (over its valid frames only)
+        mel_db = 10.0 * torch.log10(mel.clamp_min(1e-10))
+        mel_db_peak = mel_db.masked_fill(~valid[..., None], -torch.inf).amax(dim=(1, 2), keepdim=True)
+        mfcc = torch.maximum(mel_db, mel_db_peak - 80.0) @ filters.dct
+        mfcc_delta = self._torch_delta(mfcc, num_frames)
+        log_mel = torch.log(10.0 * mel + self.log_eps)
+
+        audible = energy[..., 0] > 0
+        cqt = self._torch_cqt(audio, start, num_samples, audible if (valid & ~audible).any() else None, filters)
+        log_cqt = torch.log(10.0 * cqt[:, :max_frames] + self.log_eps)
+        return torch.cat([chroma, mfcc, mfcc_delta, log_mel, log_cqt], dim=-1), num_frames
+
+    def _torch_cqt(
+        self, audio: torch.Tensor, start: int, num_samples: torch.Tensor, audible: torch.Tensor | None,
+        filters: _TorchFilterbanks,
+    ) -> torch.Tensor:  # fmt: skip
+        """
+        CQT magnitudes `(batch_size, frames, cqt_n_bins)` of a zero-padded batch (as in `_torch_frames`), with at least
+        as many frames as the STFT: as librosa, each octave is analysed after lowering the rate with soxr's FIR.
+        `audible` `(batch_size, stft_frames)` tells which STFT frames have any non-zero sample; `None` when all valid
+        frames do.
+        """
+        signal, length, clip_lengths = audio, int(num_samples.max()), num_samples
+        octaves = []
+        for index, octave in enumerate(filters.cqt_octaves):
+            frame_length = octave.kernels.shape[0]
+            if octave.decimator is not None:
+                ratio = octave.decimator.ratio
+                # zeros around the decimated audio for this octave's frames and the next decimator, read in place
+                following = next((o.decimator for o in filters.cqt_octaves[index + 1 :] if o.decimator), None)
+                before = max(frame_length // 2, following.overlap if following else 0)
+                after = max(frame_length // 2, following.block if following else 0)
+                signal = octave.decimator(signal, start, length, margins=(before, after))
+                start, length = before, signal.shape[1] - before - after
+                decimated = signal[:, start : start + length]
+                # soxr returns round(n / ratio) samples, which librosa zero-pads to ceil(n / ratio).
+                soxr_lengths = (2 * clip_lengths + ratio) // (2 * ratio)
+                clip_lengths = -(-clip_lengths // ratio)
+                end = int(soxr_lengths.min())
+                positions = torch.arange(end, length, device=signal.device)
+                decimated[:, end:].masked_fill_(positions >= soxr_lengths[:, None], 0.0)
+                if audible is not None:
+                    decimated.masked_fill_(self._digitally_silent(decimated, audible, octave), 0.0)
+            # librosa's CQT frames: centred, zero-padded, not windowed (the wavelets are)
+            frames = _zero_padded(signal, start, length, frame_length // 2, frame_length // 2)
+            real, imag = (frames.unfold(1, frame_length, octave.hop_length) @ octave.kernels).chunk(2, dim=-1)
+            octaves.append(real.square().addcmul_(imag, imag).sqrt_())
+        num_frames = min(response.shape[1] for response in octaves)
+        return torch.cat([response[:, :num_frames] for response in reversed(octaves)], dim=-1)
+
+    def _digitally_silent(self, signal: torch.Tensor, audible: torch.Tensor, octave: _CQTOctave) -> torch.Tensor:
+        """
+        Which samples of `signal`, `octave`'s decimated audio, only read input samples that are exactly 0, judged
+        conservatively from `audible`, the STFT frames that have any non-zero sample: `(batch_size, signal length)`.
+
+        soxr keeps them exactly 0 (log-CQT ln(1e-10) = -23), while the FFT blocks of the decimators spread their
+        float32 round-off (1e-7 of the block's peak) over them (log-CQT near -16): the torch backend zeroes them.
+        """
+        # A non-zero input sample within `reach` of a sample lies in a frame at most `span` frames from its nearest.
+        span = -(-(self.n_fft // 2 + octave.reach + self.hop_length // 2) // self.hop_length)
+        near_audible = torch.nn.functional.max_pool1d(audible[:, None].float(), 2 * span + 1, 1, span)[:, 0] > 0
+        # Decimated sample j is nearest to STFT frame (j + hop / 2) // hop, with hop = octave.hop_length samples at
+        # this rate: repeat each frame's flag hop times, starting half a frame early (the last frame's flag continues).
+        hop = octave.hop_length
+        near_audible = torch.cat([near_audible, near_audible[:, -1:]], dim=1)
+        return ~near_audible.repeat_interleave(hop, dim=1)[:, hop // 2 : hop // 2 + signal.shape[1]]
+
+    @staticmethod
+    def _torch_delta(features: torch.Tensor, num_frames: torch.Tensor, width: int = 9) -> torch.Tensor:
+        """
+        `librosa.feature.delta` (Savitzky-Golay slope, mode "interp") over each clip's valid frames, with
+        the same narrower window as the librosa backend for clips shorter than `width` frames.
+        """
+        max_frames = features.shape[1]
+        clip_width = torch.minimum(torch.full_like(num_frames, width), num_frames - (1 - num_frames % 2))
+        interp = clip_width >= 3  # otherwise (2 frames) librosa's fallback: width 3 with edge padding ("nearest")
+        half = torch.where(interp, clip_width, 3) // 2
+        last = (num_frames - 1)[:, None]
+        frames = torch.arange(max_frames, device=features.device).expand(len(num_frames), -1)
+        # "interp" fits one line to the first (last) full window for the first (last) half-width frames: its slope is
+        # the slope at the window's centre. Clamping the centre does that; clamping the taps does "nearest".
+        centres = torch.where(
+            interp[:, None], torch.minimum(torch.maximum(frames, half[:, None]), last - half[:, None]), frames
+        )
+        delta = torch.zeros_like(features)
+        for k in range(1, width // 2 + 1):
+            # Differences of taps (not a convolution): a constant track gets a delta of exactly 0.
+            weight = torch.where(k <= half, float(k), 0.0)[:, None, None]
+            ahead = torch.minimum(centres + k, last).clamp_min(0)
+            behind = (centres - k).clamp_min(0)
+            delta += weight * (
+                features.gather(1, ahead[..., None].expand_as(features))
+                - features.gather(1, behind[..., None].expand_as(features))
+            )
+        norm = (half * (half + 1) * (2 * half + 1) / 3).to(features.dtype)  # 2 * sum(k^2 for k <= half)
+        return delta / norm[:, None, None]
+
+    @staticmethod
+    def _torch_cmvn(features: torch.Tensor, num_valid: torch.Tensor, padding_value: float = 0.0) -> torch.Tensor:
+        """[`~MusiCoderFeatureExtractor.cmvn`] of a batch: the first `num_valid[i]` frames of clip `i` are valid."""
+        valid = torch.arange(features.shape[1], device=features.device) < num_valid[:, None]
+        # (batch, 1, frames): averages as a batched product
+        weights = (valid / num_valid.clamp_min(1)[:, None]).to(features.dtype)[:, None, :]
+        # Relative to the first frame, so that a constant channel is exactly 0 and float32 sums lose nothing to a large
+        # mean (MFCC 0 is near -500).
+        centred = features - features[:, :1]
+        mean = weights @ centred
+        variance = (weights @ centred.square() - mean.square()).clamp_min(0.0)
+        centred -= mean
+        centred /= variance.sqrt().clamp_min(CMVN_STD_FLOOR)
+        return centred.masked_fill_(~valid[..., None], padding_value)
+
+    def _torch_margins(self, filters: _TorchFilterbanks) -> tuple[int, int]:
+        """Zeros to keep before and after a batch's audio so that the STFT and the first decimator read it in place."""
+        before = after = self.n_fft // 2
+        decimator = filters.cqt_octaves[0].decimator
+        if decimator is not None:
+            before, after = max(before, decimator.overlap), max(after, decimator.block)
+        return before, after
+
+    def _torch_extract(
+        self, waveforms: list[np.ndarray], normalize: bool, max_frames: int | None = None, device=None,
+        batch_size: int | None = None,
+    ) -> list[np.ndarray]:  # fmt: skip
+        """
+        Features of validated waveforms, in padded batches of clips of similar lengths (longest first; `batch_size`
+        clips, or see `TORCH_CUDA_BATCH_SIZE` and `TORCH_CPU_BATCH_SAMPLES`): a list of `(min(num_frames, max_frames),
+        feature_size)` float32 arrays in input order, normalised over exactly those frames if `normalize`.
+        """
+        device = self._torch_device(device)
+        order = sorted(range(len(waveforms)), key=lambda i: -len(waveforms[i]))
+
+        def has_room(batch):
+            if batch_size:
+                return len(batch) < batch_size
+            if device.type == "cuda":
+                return len(batch) < TORCH_CUDA_BATCH_SIZE
+            return (len(batch) + 1) * len(waveforms[batch[0]]) <= TORCH_CPU_BATCH_SAMPLES  # its first is its longest
+
+        batches = []
+        for i in order:
+            if batches and has_room(batches[-1]):
+                batches[-1].append(i)
+            else:
+                batches.append([i])
+        before, after = self._torch_margins(self._torch_filterbanks(device))
+        results = [None] * len(waveforms)
+
+        def extract(batch):
+            with torch.inference_mode():
+                num_samples = torch.tensor([len(waveforms[i]) for i in batch], device=device)
+                audio = torch.zeros(len(batch), before + len(waveforms[batch[0]]) + after, device=device)
+                for row, i in enumerate(batch):
+                    audio[row, before : before + len(waveforms[i])] = torch.from_numpy(waveforms[i])
+                features, num_frames = self._torch_frames(audio, num_samples, start=before)
+                kept = num_frames if max_frames is None else num_frames.clamp(max=max_frames)
+                if normalize:
+                    features = self._torch_cmvn(features, kept, self.padding_value)
+                features = features.cpu().numpy()
+            for row, (i, n) in enumerate(zip(batch, kept.tolist())):
+                results[i] = features[row, :n]
+
+        threads = torch.get_num_threads()
+        if device.type == "cpu" and threads > 1 and len(batches) > 1:
+            # On a CPU, run batches side by side with one intra-op thread each: measured on 2 free cores, 1.6x one
+            # thread's throughput against 1.35x for splitting every FFT and product, and when another process holds a
+            # core, about 1x instead of 0.1x (every operation otherwise waits at its thread barrier for the core).
+            # The thread count is process-wide in torch: it is restored afterwards.
+            def extract_single_threaded(batch):
+                torch.set_num_threads(1)
+                extract(batch)
+
+            try:
+                with ThreadPoolExecutor(threads) as pool:
+                    list(pool.map(extract_single_threaded, batches))
+            finally:
+                torch.set_num_threads(threads)
+        else:
+            for batch in batches:
+                extract(batch)
+        return results
 
     @staticmethod
     def cmvn(features: np.ndarray, attention_mask: np.ndarray | None = None, padding_value: float = 0.0) -> np.ndarray:
@@ -364,6 +921,8 @@ class MusiCoderFeatureExtractor(SequenceFeatureExtractor):
         pad_to_multiple_of: int | None = None,
         return_tensors: str | TensorType | None = None,
         return_attention_mask: bool | None = None,
+        device: str | None = None,
+        batch_size: int | None = None,
         **kwargs,
     ) -> BatchFeature:
         """
@@ -396,6 +955,13 @@ class MusiCoderFeatureExtractor(SequenceFeatureExtractor):
                 `'pt'` for PyTorch tensors, `'np'` for numpy arrays, `None` for lists of numpy arrays.
             return_attention_mask (`bool`, *optional*):
                 Whether to return `attention_mask` (defaults to `self.return_attention_mask`, i.e. `True`).
+            device (`str` or `torch.device`, *optional*):
+                torch backend only: the device to compute on for this call (defaults to `self.device`). The outputs
+                are returned on the CPU, as with every feature extractor.
+            batch_size (`int`, *optional*):
+                torch backend only: clips per padded batch (defaults to 64 on CUDA and, on a CPU, as many clips as fit
+                in `TORCH_CPU_BATCH_SAMPLES` = 2**21 padded samples); lower it to bound memory. It does not change the
+                features.
 
         Returns:
             [`BatchFeature`] with `input_features` of shape `(batch_size, num_frames, feature_size)` (float32) and,
@@ -416,7 +982,19 @@ class MusiCoderFeatureExtractor(SequenceFeatureExtractor):
             )
 
         waveforms = self._to_waveforms(raw_speech)
-        features = [self._extract_frames(waveform) for waveform in waveforms]
+        # The torch backend normalises on its device, before padding, over the frames that truncation keeps.
+        normalize_on_device = self.do_normalize and self.backend == "torch"
+        if self.backend == "torch":
+            kept_frames = None
+            if truncation and max_length is not None:
+                kept_frames = max_length
+                if pad_to_multiple_of and max_length % pad_to_multiple_of:  # as `pad` rounds it
+                    kept_frames = (max_length // pad_to_multiple_of + 1) * pad_to_multiple_of
+            features = self._torch_extract(
+                waveforms, normalize=normalize_on_device, max_frames=kept_frames, device=device, batch_size=batch_size
+            )
+        else:
+            features = [self._librosa_frames(waveform) for waveform in waveforms]
 
         # Always pad with a mask: CMVN needs to know which frames are valid (padding may be on either side).
         padded = self.pad(
@@ -430,7 +1008,7 @@ class MusiCoderFeatureExtractor(SequenceFeatureExtractor):
         input_features = [np.asarray(x, dtype=np.float32) for x in padded["input_features"]]
         attention_mask = [np.asarray(m, dtype=np.int32) for m in padded["attention_mask"]]
 
-        if self.do_normalize:
+        if self.do_normalize and not normalize_on_device:
             input_features = self.normalize(input_features, attention_mask)
 
         outputs = {"input_features": input_features}

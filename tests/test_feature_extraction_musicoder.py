@@ -391,4 +391,6 @@ def test_module_is_self_contained_for_remote_code():
     imported |= {node.module or "." for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 0}
     relative = [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level > 0]
     assert not relative
-    assert {name.split(".")[0] for name in imported} <= {"warnings", "librosa", "numpy", "transformers"}
+    standard_library = {"concurrent", "dataclasses", "functools", "math", "warnings"}
+    allowed = standard_library | {"librosa", "numpy", "torch", "transformers"}
+    assert {name.split(".")[0] for name in imported} <= allowed

@@ -1,6 +1,7 @@
 """Featurise an audio dataset once into Arrow, so training reads 324-dim frames instead of decoding audio."""
 
 import numpy as np
+import torch
 from datasets import Array2D, Audio, Dataset, DatasetDict, Value
 
 from ..feature_extraction_musicoder import MusiCoderFeatureExtractor
@@ -21,25 +22,52 @@ def featurize_dataset(
     audio_column: str = "audio",
     keep_audio: bool = False,
     num_proc: int | None = None,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     desc: str = "Extracting MusiCoder features",
+    backend: str | None = None,
+    device: str | None = None,
 ) -> Dataset | DatasetDict:
     """Add `input_features` (frames x 324, float32, CMVN-normalised, unpadded) and `num_frames` columns.
 
     The audio column is decoded at the extractor's sampling rate, mono (datasets resamples and downmixes), so any
     audio folder works. `map` caches the result in Arrow; call `save_to_disk` to keep it next to your data.
+
+    Each `map` batch of `batch_size` clips (default: 64 with the torch backend on CUDA, 8 otherwise) is one call of
+    the extractor, so the torch backend featurises it as padded batches. `backend` ("librosa", the default, or
+    "torch") and `device` (torch backend: "cpu" or "cuda") configure the default extractor; to change those of a
+    given `feature_extractor`, configure it instead. With `num_proc` > 1 each worker process uses one torch thread
+    (the workers already share the cores); CUDA extraction runs in one process (`num_proc` None or 1).
     """
-    feature_extractor = feature_extractor or MusiCoderFeatureExtractor()
+    if feature_extractor is None:
+        feature_extractor = MusiCoderFeatureExtractor(backend=backend or "librosa", device=device or "cpu")
+    elif (backend is not None and backend != feature_extractor.backend) or (
+        device is not None and device != feature_extractor.device
+    ):
+        raise ValueError(
+            f"backend={backend!r} and device={device!r} configure the default feature extractor, but a feature "
+            f"extractor with backend={feature_extractor.backend!r} and device={feature_extractor.device!r} was "
+            "given: configure that one instead."
+        )
+    on_cuda = feature_extractor.backend == "torch" and torch.device(feature_extractor.device).type == "cuda"
+    if on_cuda and num_proc is not None and num_proc > 1:
+        raise ValueError(
+            f"num_proc={num_proc} with CUDA feature extraction: forked workers cannot use CUDA, and one process keeps "
+            "the GPU busy with padded batches. Use num_proc=None (and a larger batch_size)."
+        )
+    batch_size = batch_size or (64 if on_cuda else 8)
     dataset = dataset.cast_column(audio_column, Audio(sampling_rate=feature_extractor.sampling_rate, num_channels=1))
 
     def extract(batch):
         waveforms = [waveform_of(audio) for audio in batch[audio_column]]
-        frames = [
-            feature_extractor(waveform, sampling_rate=feature_extractor.sampling_rate, padding=False)[
+        threads = torch.get_num_threads()
+        if num_proc is not None and num_proc > 1:
+            torch.set_num_threads(1)
+        try:
+            frames = feature_extractor(waveforms, sampling_rate=feature_extractor.sampling_rate, padding=False)[
                 "input_features"
-            ][0]
-            for waveform in waveforms
-        ]
+            ]
+        finally:
+            torch.set_num_threads(threads)
         return {"input_features": frames, "num_frames": [len(f) for f in frames]}
 
     features = (next(iter(dataset.values())) if isinstance(dataset, DatasetDict) else dataset).features.copy()
@@ -58,6 +86,31 @@ def featurize_dataset(
     )
 
 
+def featurize_once(source_dir, target_dir, loader, feature_extractor: MusiCoderFeatureExtractor | None = None,
+                   num_proc: int | None = 2) -> DatasetDict:
+    """Featurise an audio folder into Arrow once; later calls reuse it while the source's manifest is unchanged.
+
+    `loader(source_dir)` returns the audio `DatasetDict` (e.g. `load_labeled_dataset`). A non-default
+    `feature_extractor` (e.g. `do_normalize=False` for un-normalised frames) is part of the stamp, so a folder
+    featurised with other settings is redone rather than silently reused.
+    """
+    from pathlib import Path
+
+    from datasets import load_from_disk
+
+    source_dir, target_dir = Path(source_dir), Path(target_dir)
+    source_manifest = (source_dir / "manifest.json").read_text()
+    if feature_extractor is not None:
+        source_manifest += "\n" + feature_extractor.to_json_string()
+    stamp = target_dir / "source_manifest.json"
+    if not (stamp.exists() and stamp.read_text() == source_manifest):
+        featurize_dataset(loader(source_dir), feature_extractor=feature_extractor, num_proc=num_proc).save_to_disk(
+            target_dir
+        )
+        stamp.write_text(source_manifest)
+    return load_from_disk(target_dir)
+
+
 def main(argv=None) -> int:
     import argparse
 
@@ -70,8 +123,14 @@ def main(argv=None) -> int:
     parser.add_argument("--input_dir", required=True, help="audiofolder dataset (e.g. data/corpus)")
     parser.add_argument("--output_dir", required=True, help="where to save_to_disk the featurised DatasetDict")
     parser.add_argument("--num_proc", type=int, default=None)
+    parser.add_argument("--backend", choices=["librosa", "torch"], default="librosa",
+                        help="feature backend: the librosa reference or the batched torch implementation")
+    parser.add_argument("--device", default="cpu", help='torch backend: "cpu" or "cuda"')
+    parser.add_argument("--batch_size", type=int, default=None, help="clips per extractor call (map batch)")
     args = parser.parse_args(argv)
     dataset = load_dataset("audiofolder", data_dir=args.input_dir)
-    featurize_dataset(dataset, num_proc=args.num_proc).save_to_disk(args.output_dir)
+    featurize_dataset(
+        dataset, num_proc=args.num_proc, batch_size=args.batch_size, backend=args.backend, device=args.device
+    ).save_to_disk(args.output_dir)
     print(f"saved features to {args.output_dir}")
     return 0
