@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install system-deps test demo clean
+.PHONY: install system-deps test demo paper clean
 
 # ffmpeg: the audio-classification pipeline decodes file paths with it, and torchcodec links its libraries.
 # fluidsynth + fluid-soundfont-gm: build-tasks renders the music21 corpus to audio.
@@ -35,6 +35,10 @@ test: install
 # The main job: real music -> pre-training -> fine-tuning -> evaluation -> Hub folder -> pipeline (runs/demo/report.md).
 demo: install
 	$(PY) training/demo.py --output_dir runs/demo --data_dir data
+
+# The paper's Tables 5-6 on our own music, with per-layer probes (model_cards/paper_results.md, about 1 h on 2 cores).
+paper: install
+	$(PY) training/experiments.py --data_dir data/paper --output_dir runs/paper --model_cards_dir model_cards
 
 clean:
 	rm -rf $(VENV) .cache

@@ -16,24 +16,10 @@ from pathlib import Path
 # training/evaluate.py would shadow the `evaluate` package for scripts run from this folder (sys.path[0]).
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from datasets import load_from_disk  # noqa: E402
-
 
 def stage(title):
     print(f"\n=== {title} ===", flush=True)
     return time.time()
-
-
-def featurise_once(source_dir: Path, target_dir: Path, loader):
-    """Featurise an audio folder into Arrow once; later runs reuse it while the source's manifest is unchanged."""
-    from musicoder_hf.data.features import featurize_dataset
-
-    source_manifest = (source_dir / "manifest.json").read_text()
-    stamp = target_dir / "source_manifest.json"
-    if not (stamp.exists() and stamp.read_text() == source_manifest):
-        featurize_dataset(loader(source_dir), num_proc=2).save_to_disk(target_dir)
-        stamp.write_text(source_manifest)
-    return load_from_disk(target_dir)
 
 
 def plot_curves(pretraining: dict, finetuning: dict[str, dict], path: Path):
@@ -81,6 +67,7 @@ def main(argv=None):
     timings = {}
 
     from musicoder_hf.data import corpus, tasks
+    from musicoder_hf.data.features import featurize_once
     from musicoder_hf.data.labeled import load_labeled_dataset
     from musicoder_hf.finetuning import FinetuningArguments, finetune
     from musicoder_hf.hub import prepare_hub_folder
@@ -100,11 +87,11 @@ def main(argv=None):
     t = stage("2/6 Features (librosa reference, CMVN over valid frames) into Arrow")
     from datasets import load_dataset
 
-    featurise_once(data_dir / "corpus", data_dir / "corpus_features",
+    featurize_once(data_dir / "corpus", data_dir / "corpus_features",
                    lambda path: load_dataset("audiofolder", data_dir=str(path)))
-    featurise_once(data_dir / "tasks" / "folk", data_dir / "folk_features",
+    featurize_once(data_dir / "tasks" / "folk", data_dir / "folk_features",
                           lambda path: load_labeled_dataset(path))
-    featurise_once(data_dir / "tasks" / "instruments", data_dir / "instruments_features",
+    featurize_once(data_dir / "tasks" / "instruments", data_dir / "instruments_features",
                    lambda path: load_labeled_dataset(path))
     timings["features"] = time.time() - t
 

@@ -1,0 +1,1032 @@
+"""The paper's ablation (Tables 5-6) on our own real music, plus per-layer probes (MARBLE protocol).
+
+`training/experiments.py` (`make paper`) is the command line; everything it does lives here so that tests can run it
+in-process on synthetic data. One call of :func:`run_experiments` produces, for two tasks,
+
+- **folk** (single-label, 5 traditions): the GTZAN protocol of the paper, 10-fold cross-validation where each fold's
+  remaining pieces are split 80/20 train/validation per class (`data.labeled.cross_validation_folds`); accuracy mean
+  and standard deviation over the folds;
+- **instruments** (multi-label, 8 families): the MTG-Jamendo protocol, ROC-AUC macro and PR-AUC macro on the held-out
+  test split;
+
+the rows
+
+| row | what |
+|---|---|
+| hand-crafted + logistic regression / SVM | mean and standard deviation over time of the *un-normalised* 324-dim frames |
+| MusiCoder, no pre-training | random init, fine-tuned |
+| MusiCoder, CFM / CCM / CFM + CCM | pre-trained on the game-soundtrack corpus with that masking, fine-tuned |
+| per-layer MLP probes | frozen encoders (random init and the three pre-trained ones), mean-pooled hidden state of each layer, one 512-unit hidden layer |
+
+Fairness: every row sees the same splits (the folds are computed once and indexed by row id). Every MusiCoder row has
+the same fine-tuning budget and the same hyper-parameter search (the learning rates of the scale x every epoch, best
+on validation; the same batch size, crop, dropout and seed); the three pre-trainings have the same budget, seed, data
+order and initial weights, and differ only in the masking. Every score goes through
+`evaluation.compute_metrics` (the shipped `evaluate` modules).
+
+Why un-normalised frames for the hand-crafted row: the model's input has per-clip CMVN (SPEC section 1), after which
+every channel has mean 0 and standard deviation 1 over the clip, so mean/std pooling of the model's input is constant.
+The baseline therefore pools the raw frames (`MusiCoderFeatureExtractor(do_normalize=False)`), and the model's input
+is exactly `MusiCoderFeatureExtractor.cmvn` of the same frames.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import shutil
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data.labeled import MULTI_LABEL, cross_validation_folds, label_info, to_multi_hot
+from .evaluation import compute_metrics, predict_logits
+from .feature_extraction_musicoder import MusiCoderFeatureExtractor
+from .modeling_musicoder import MusiCoderModel, masked_mean
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExperimentScale:
+    """Everything that sets the size (and so the cost) of a run. All MusiCoder rows share these values."""
+
+    name: str
+    # data (built from package registries: Debian game soundtracks, music21 rendered with FluidSynth)
+    corpus_minutes: float
+    tunes_per_class: int
+    instrument_pieces: int
+    # encoder (shared by all MusiCoder rows)
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    # pre-training (same budget for CFM, CCM and CFM + CCM)
+    pretrain_steps: int
+    pretrain_batch_size: int
+    pretrain_max_frames: int
+    pretrain_lr_scale: float
+    pretrain_warmup_steps: int
+    # fine-tuning (same budget and grid for every MusiCoder row)
+    learning_rates: tuple[float, ...]
+    finetune_epochs: int
+    finetune_batch_size: int
+    finetune_max_frames: int
+    dropout: float
+    # protocol and the scikit-learn rows
+    n_folds: int = 10
+    logistic_c: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
+    svm_c: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0)
+    probe_hidden_units: int = 512
+    probe_alphas: tuple[float, ...] = (1e-3, 1e-1)
+    probe_max_iter: int = 300
+
+    def model_overrides(self) -> str:
+        return (
+            f"hidden_size={self.hidden_size},num_hidden_layers={self.num_hidden_layers},"
+            f"num_attention_heads={self.num_attention_heads},intermediate_size={self.intermediate_size}"
+        )
+
+    def replace(self, **changes) -> ExperimentScale:
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+SCALES = {
+    # A few minutes end to end: to check that everything runs, not to read numbers from.
+    "tiny": ExperimentScale(
+        name="tiny", corpus_minutes=20, tunes_per_class=10, instrument_pieces=40,
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
+        pretrain_steps=30, pretrain_batch_size=8, pretrain_max_frames=128, pretrain_lr_scale=0.2,
+        pretrain_warmup_steps=10, learning_rates=(1e-3,), finetune_epochs=2, finetune_batch_size=8,
+        finetune_max_frames=128, dropout=0.1, probe_max_iter=100,
+    ),
+    # The default: sized to finish in about an hour on 2 CPU cores (see README).
+    "small": ExperimentScale(
+        name="small", corpus_minutes=90, tunes_per_class=30, instrument_pieces=200,
+        hidden_size=64, num_hidden_layers=3, num_attention_heads=4, intermediate_size=256,
+        pretrain_steps=800, pretrain_batch_size=16, pretrain_max_frames=256, pretrain_lr_scale=0.2,
+        pretrain_warmup_steps=100, learning_rates=(1e-3, 3e-3), finetune_epochs=8, finetune_batch_size=8,
+        finetune_max_frames=256, dropout=0.1,
+    ),
+}
+
+# Pre-training ablation of the paper's Table 6: (cfm, ccm).
+PRETRAINING_VARIANTS = {"cfm": (True, False), "ccm": (False, True), "cfm_ccm": (True, True)}
+
+ROWS = {
+    "handcrafted_logreg": "Hand-crafted (mean + std of raw frames) + logistic regression",
+    "handcrafted_svm": "Hand-crafted (mean + std of raw frames) + SVM (RBF)",
+    "scratch": "MusiCoder, no pre-training",
+    "cfm": "MusiCoder, pre-trained with CFM",
+    "ccm": "MusiCoder, pre-trained with CCM",
+    "cfm_ccm": "MusiCoder, pre-trained with CFM + CCM",
+}
+MUSICODER_ROWS = ("scratch", "cfm", "ccm", "cfm_ccm")
+PROBE_ENCODERS = {"scratch": "random init", "cfm": "CFM", "ccm": "CCM", "cfm_ccm": "CFM + CCM"}
+TASKS = ("folk", "instruments")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# data
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def prepare_data(data_dir: str | os.PathLike, scale: ExperimentScale, seed: int = 0, num_proc: int = 2) -> dict:
+    """Build (or reuse) the corpus and both tasks under `data_dir` and featurise them into Arrow.
+
+    Returns {"corpus": CMVN-normalised corpus features (pre-training input), "folk"/"instruments": un-normalised
+    task frames}. Every step resumes: a rerun only redoes what changed.
+    """
+    from datasets import load_dataset
+
+    from .data import corpus, tasks
+    from .data.features import featurize_once
+    from .data.labeled import load_labeled_dataset
+
+    data_dir = Path(data_dir)
+    for name, status in (
+        ("build-corpus", corpus.main(["--output_dir", str(data_dir / "corpus"), "--minutes",
+                                      str(scale.corpus_minutes), "--seed", str(seed), "--no_progress"])),
+        ("build-tasks", tasks.main(["--output_dir", str(data_dir / "tasks"), "--limit", str(scale.tunes_per_class),
+                                    "--instruments_limit", str(scale.instrument_pieces), "--seed", str(seed),
+                                    "--no_progress"])),
+    ):
+        if status:
+            raise SystemExit(f"{name} failed (exit {status}); see the messages above.")
+    raw = MusiCoderFeatureExtractor(do_normalize=False)
+    return {
+        "corpus": featurize_once(data_dir / "corpus", data_dir / "corpus_features",
+                                 lambda path: load_dataset("audiofolder", data_dir=str(path)), num_proc=num_proc),
+        "folk": featurize_once(data_dir / "tasks" / "folk", data_dir / "folk_raw_features", load_labeled_dataset,
+                               feature_extractor=raw, num_proc=num_proc),
+        "instruments": featurize_once(data_dir / "tasks" / "instruments", data_dir / "instruments_raw_features",
+                                      load_labeled_dataset, feature_extractor=raw, num_proc=num_proc),
+    }
+
+
+def pool_task(raw):
+    """All splits of a task in one Dataset (train, validation, test order) with a `row` id column."""
+    from datasets import DatasetDict, concatenate_datasets
+
+    pooled = concatenate_datasets(list(raw.values())) if isinstance(raw, DatasetDict) else raw
+    columns = [c for c in pooled.column_names if c != "row"]
+    return pooled.select_columns(columns).add_column("row", list(range(len(pooled))))
+
+
+def split_rows(raw, task_is_cv: bool, n_folds: int, seed: int) -> tuple[list[tuple[str, dict]], object]:
+    """The evaluation splits, as row ids into `pool_task(raw)`: 10 folds for the CV task, the held-out split otherwise.
+
+    Returns ([(split name, {"train": rows, "validation": rows, "test": rows})], pooled dataset).
+    """
+    pooled = pool_task(raw)
+    if task_is_cv:
+        light = pooled.remove_columns(["input_features"])  # the folds only need labels, pieces and folds
+        splits = [
+            (f"fold{k}", {name: [int(r) for r in part["row"]] for name, part in fold.items()})
+            for k, fold in cross_validation_folds(light, n_folds=n_folds, seed=seed)
+        ]
+    else:
+        sizes = [len(raw[s]) for s in ("train", "validation", "test")]
+        edges = np.cumsum([0, *sizes])
+        splits = [("heldout", {name: list(range(int(edges[i]), int(edges[i + 1])))
+                               for i, name in enumerate(("train", "validation", "test"))})]
+    return splits, pooled
+
+
+def normalise(pooled):
+    """The model's input: per-clip CMVN (`MusiCoderFeatureExtractor.cmvn`) of the raw frames, kept in memory."""
+    features = pooled.features.copy()
+
+    def cmvn(batch):
+        return {"input_features": [MusiCoderFeatureExtractor.cmvn(np.asarray(f)) for f in batch["input_features"]]}
+
+    return pooled.with_format("numpy", columns=["input_features"], output_all_columns=True).map(
+        cmvn, batched=True, batch_size=16, features=features, keep_in_memory=True, desc="CMVN"
+    ).with_format(None)
+
+
+def targets_of(dataset, info) -> np.ndarray:
+    """Class ids (single-label) or multi-hot rows (multi-label) of a dataset, in row order."""
+    values = dataset[info.label_column]
+    if info.problem_type == MULTI_LABEL:
+        return np.array([to_multi_hot(v, info.num_labels) for v in values], dtype=np.int64)
+    return np.asarray(values, dtype=np.int64)
+
+
+def pooled_statistics(pooled, batch_size: int = 32) -> np.ndarray:
+    """Hand-crafted clip features: mean and standard deviation over time of each channel (2 x 324 per clip)."""
+    out = []
+    data = pooled.with_format("numpy", columns=["input_features"])
+    for first in range(0, len(pooled), batch_size):
+        for frames in data[first : first + batch_size]["input_features"]:
+            frames = np.asarray(frames, dtype=np.float64)
+            out.append(np.concatenate([frames.mean(axis=0), frames.std(axis=0)]))
+    return np.asarray(out, dtype=np.float64)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# scikit-learn rows (hand-crafted baseline, MLP probes): select on validation, score the test split
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _selection_metric(problem_type: str) -> str:
+    return "pr_auc_macro" if problem_type == MULTI_LABEL else "accuracy"
+
+
+def _sklearn_logits(estimator, features: np.ndarray, problem_type: str) -> np.ndarray:
+    """Scores of a fitted estimator as logits, so that `compute_metrics` applies softmax / sigmoid as for the model."""
+    if hasattr(estimator, "decision_function"):
+        scores = np.asarray(estimator.decision_function(features), dtype=np.float64)
+        return scores.reshape(len(features), -1)
+    probabilities = np.clip(np.asarray(estimator.predict_proba(features), dtype=np.float64), 1e-7, 1 - 1e-7)
+    if problem_type == MULTI_LABEL:
+        return np.log(probabilities / (1 - probabilities))
+    return np.log(probabilities)
+
+
+def _make_estimator(kind: str, value: float, problem_type: str, seed: int, scale: ExperimentScale):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    if kind == "logreg":
+        model = LogisticRegression(C=value, max_iter=5000)
+    elif kind == "svm":
+        model = SVC(C=value, kernel="rbf", gamma="scale")
+    elif kind == "mlp":  # MARBLE probe: one hidden layer of 512 units; multi-label natively (logistic outputs)
+        return make_pipeline(StandardScaler(), MLPClassifier(
+            hidden_layer_sizes=(scale.probe_hidden_units,), alpha=value, max_iter=scale.probe_max_iter,
+            random_state=seed,
+        ))
+    else:
+        raise ValueError(f"unknown estimator {kind!r}")
+    if problem_type == MULTI_LABEL:
+        model = OneVsRestClassifier(model)
+    return make_pipeline(StandardScaler(), model)
+
+
+def fit_select_score(kind: str, values, features: np.ndarray, targets: np.ndarray, rows: dict, problem_type: str,
+                     seed: int, scale: ExperimentScale) -> dict:
+    """Fit on `rows["train"]` for each value of the grid, keep the best on `rows["validation"]`, score the test rows."""
+    metric = _selection_metric(problem_type)
+    best = None
+    for value in values:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ConvergenceWarning of short MLP runs: the budget is fixed on purpose
+            estimator = _make_estimator(kind, value, problem_type, seed, scale)
+            estimator.fit(features[rows["train"]], targets[rows["train"]])
+        validation = compute_metrics(_sklearn_logits(estimator, features[rows["validation"]], problem_type),
+                                     targets[rows["validation"]], problem_type)
+        score = validation[metric]
+        if best is None or (not math.isnan(score) and (math.isnan(best[0]) or score > best[0])):
+            best = (score, value, validation, estimator)
+    _, value, validation, estimator = best
+    logits = _sklearn_logits(estimator, features[rows["test"]], problem_type)
+    return {
+        "selected": {"value": value},
+        "validation": validation,
+        "test": compute_metrics(logits, targets[rows["test"]], problem_type),
+        "test_logits": logits.tolist(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# MusiCoder rows: pre-training and fine-tuning
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# jobs: pre-trainings, fine-tunings and probes are independent, so they run in worker processes
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _limit_threads(threads: int) -> None:
+    """One torch / BLAS thread per process: on a shared 2-core machine, 2 threads per process spin against the other
+    jobs and a training step gets up to 6x slower (measured), while 1-thread processes degrade gracefully."""
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(threads)
+    threadpool_limits(threads)
+
+
+def _init_worker(threads: int) -> None:
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    logging.basicConfig(level=logging.WARNING)
+    _limit_threads(threads)
+
+
+class JobRunner:
+    """Run independent jobs in `workers` spawned processes with `threads` threads each, or in this process (with the
+    same thread limit, so numbers do not depend on the number of workers) when `workers` <= 1."""
+
+    def __init__(self, workers: int = 1, threads: int = 1):
+        self.workers, self.threads, self.pool, self.saved = workers, threads, None, None
+
+    def __enter__(self):
+        if self.workers > 1:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                            initializer=_init_worker, initargs=(self.threads,))
+        else:
+            from threadpoolctl import threadpool_info
+
+            self.saved = (torch.get_num_threads(), {i["internal_api"]: i["num_threads"] for i in threadpool_info()})
+            _limit_threads(self.threads)
+        return self
+
+    def __exit__(self, *exc):
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+        elif self.saved is not None:
+            from threadpoolctl import threadpool_limits
+
+            torch.set_num_threads(self.saved[0])
+            threadpool_limits(self.saved[1])
+
+    def run(self, jobs: list[tuple]):
+        """Yield (index, result) for `jobs` = [(function, args), ...] as they finish."""
+        if self.pool is None:
+            for index, (function, args) in enumerate(jobs):
+                yield index, function(*args)
+            return
+        from concurrent.futures import as_completed
+
+        futures = {self.pool.submit(function, *args): index for index, (function, args) in enumerate(jobs)}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+
+
+@functools.lru_cache(maxsize=4)
+def _load_dataset(path: str):
+    from datasets import load_from_disk
+
+    return load_from_disk(path)
+
+
+def pretraining_arguments(variant: str, corpus_dir, output_dir: Path, scale: ExperimentScale, seed: int):
+    from .pretraining import PretrainingArguments
+
+    cfm, ccm = PRETRAINING_VARIANTS[variant]
+    return PretrainingArguments(
+        data_dir=str(corpus_dir), output_dir=str(output_dir / f"pretrain_{variant}"), preset="musicoder-base",
+        # attention-probability dropout off: on CPU it costs more than the matmuls of a model this small
+        config_overrides=scale.model_overrides() + ",attention_probs_dropout_prob=0.0",
+        cfm=cfm, ccm=ccm, per_device_train_batch_size=scale.pretrain_batch_size, max_steps=scale.pretrain_steps,
+        warmup_steps=scale.pretrain_warmup_steps, lr_scale=scale.pretrain_lr_scale,
+        max_frames=scale.pretrain_max_frames, eval_every=max(1, scale.pretrain_steps // 4),
+        save_every=scale.pretrain_steps, log_every=max(1, scale.pretrain_steps // 40), seed=seed, resume=True,
+        report_to="none", cpu=True,
+    )
+
+
+def _pretrain_job(args) -> dict:
+    from .pretraining import pretrain
+
+    started = time.time()
+    summary = pretrain(args)
+    summary.pop("model", None)
+    summary["wall_seconds"] = round(time.time() - started, 1)
+    summary = json.loads(json.dumps(summary, default=str))
+    (Path(args.output_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def pretrain_variants(corpus_dir, output_dir: Path, scale: ExperimentScale, seed: int, runner: JobRunner) -> dict:
+    """Pre-train one encoder per masking variant (same budget, seed, data order and initial weights); reuse a finished
+    pre-training with the same arguments."""
+    summaries, jobs = {}, []
+    for variant in PRETRAINING_VARIANTS:
+        args = pretraining_arguments(variant, corpus_dir, output_dir, scale, seed)
+        summary_file = Path(args.output_dir) / "summary.json"
+        if summary_file.exists() and (Path(args.output_dir) / "final" / "model.safetensors").exists():
+            summary = json.loads(summary_file.read_text())
+            if summary.get("arguments") == json.loads(json.dumps(asdict(args), default=str)):
+                summaries[variant] = summary
+                continue
+        jobs.append((variant, args))
+    for index, summary in runner.run([(_pretrain_job, (args,)) for _, args in jobs]):
+        variant = jobs[index][0]
+        summaries[variant] = summary
+        print(f"  pre-trained {variant}: loss {summary['final_loss']:.4f}, validation "
+              f"{summary['final_eval_loss']:.4f}, {summary['wall_seconds']:.0f} s", flush=True)
+    return {variant: summaries[variant] for variant in PRETRAINING_VARIANTS}
+
+
+def finetune_split(data, init: str | None, scale: ExperimentScale, output_dir: Path, seed: int) -> dict:
+    """Fine-tune on one split (DatasetDict train/validation/test, CMVN features) over the scale's grid.
+
+    Same loop as `finetuning.finetune` (`train_one`: best epoch of the best learning rate on validation), on data in
+    memory. `init` is a pre-trained folder, or None for random initialisation.
+    """
+    from .finetuning import FinetuningArguments, grid_points, label_schema, train_one
+    from .modeling_musicoder import MusiCoderForSequenceClassification
+    from .training_utils import build_accelerator
+
+    args = FinetuningArguments(
+        data_dir="(in memory)", output_dir=str(output_dir), model_name_or_path=init, from_scratch=init is None,
+        preset="musicoder-base", config_overrides=scale.model_overrides() if init is None else None,
+        learning_rate=scale.learning_rates[0], per_device_train_batch_size=scale.finetune_batch_size,
+        num_epochs=scale.finetune_epochs, dropout=scale.dropout, attention_dropout=0.0,
+        grid_overrides="learning_rate=" + "|".join(str(lr) for lr in scale.learning_rates),
+        max_frames=scale.finetune_max_frames, seed=seed, report_to="none", cpu=True,
+    )
+    accelerator = build_accelerator(args.output_dir, None, 1, "none", cpu=True)
+    schema = label_schema(data["train"])
+    runs, leader = [], {"score": float("-inf"), "run": None, "epoch": None}
+    for index, hyper in enumerate(grid_points(args)):
+        leader["current"] = index
+        runs.append(train_one(args, accelerator, data, schema, hyper, leader))
+    if leader["run"] is None:
+        raise RuntimeError(f"no finite validation score in {output_dir}")
+    model = MusiCoderForSequenceClassification.from_pretrained(output_dir / "best")
+    logits = predict_logits(model, data["test"]["input_features"], batch_size=args.per_device_eval_batch_size)
+    info = label_info(data["train"])
+    best = runs[leader["run"]]
+    return {
+        "selected": {**best["hyperparameters"], "epoch": leader["epoch"]},
+        "validation": best["best"]["validation"],
+        "test": compute_metrics(logits, targets_of(data["test"], info), info.problem_type),
+        "test_logits": logits.tolist(),
+        "history": [{"learning_rate": run["hyperparameters"]["learning_rate"], "epochs": run["history"]}
+                    for run in runs],
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# frozen-encoder embeddings for the probes
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def layer_embeddings(encoder: MusiCoderModel, clips, batch_size: int = 8) -> np.ndarray:
+    """(clips, layers + 1, hidden) mean-pooled hidden states of every layer (0 = input embeddings), valid frames only.
+
+    Clips longer than the encoder's window are cut into consecutive windows; a clip's vector is the frame-weighted
+    mean of its windows' vectors (our task clips are 30 s = 1292 frames, one window).
+    """
+    encoder.eval()
+    window = encoder.config.max_position_embeddings
+    pieces, owners, weights = [], [], []
+    for index, clip in enumerate(clips):
+        clip = torch.as_tensor(np.asarray(clip), dtype=torch.float32)
+        for start in range(0, len(clip), window):
+            pieces.append(clip[start : start + window])
+            owners.append(index)
+            weights.append(len(pieces[-1]))
+    order = np.argsort([-len(p) for p in pieces], kind="stable")  # similar lengths together: less padding
+    pooled = [None] * len(pieces)
+    for first in range(0, len(order), batch_size):
+        batch = [pieces[i] for i in order[first : first + batch_size]]
+        longest = max(len(p) for p in batch)
+        features = torch.zeros(len(batch), longest, batch[0].shape[-1])
+        mask = torch.zeros(len(batch), longest, dtype=torch.long)
+        for row, piece in enumerate(batch):
+            features[row, : len(piece)] = piece
+            mask[row, : len(piece)] = 1
+        hidden = encoder(input_features=features, attention_mask=mask, output_hidden_states=True).hidden_states
+        vectors = torch.stack([masked_mean(h, mask) for h in hidden], dim=1)  # (batch, layers + 1, hidden)
+        for row, i in enumerate(order[first : first + batch_size]):
+            pooled[i] = vectors[row].numpy()
+    out = np.zeros((len(clips), *pooled[0].shape), dtype=np.float64)
+    totals = np.zeros(len(clips))
+    for vector, owner, weight in zip(pooled, owners, weights):
+        out[owner] += weight * vector
+        totals[owner] += weight
+    return out / totals[:, None, None]
+
+
+def load_encoder(init: str | None, scale: ExperimentScale, seed: int) -> MusiCoderModel:
+    from .configuration_musicoder import MusiCoderConfig
+    from .pretraining import parse_overrides
+
+    if init is not None:
+        return MusiCoderModel.from_pretrained(init)
+    torch.manual_seed(seed)
+    config = MusiCoderConfig.from_preset("musicoder-base", **parse_overrides(scale.model_overrides()))
+    return MusiCoderModel(config)
+
+
+def _finetune_job(dataset_path: str, rows: dict, init: str | None, scale: ExperimentScale, output_dir: Path,
+                  seed: int) -> dict:
+    from datasets import DatasetDict
+
+    normalised = _load_dataset(dataset_path)
+    started = time.time()
+    result = finetune_split(DatasetDict({part: normalised.select(ids) for part, ids in rows.items()}), init, scale,
+                            output_dir, seed)
+    result["seconds"] = round(time.time() - started, 1)
+    return result
+
+
+def _probe_job(dataset_path: str, init: str | None, targets: np.ndarray, splits: list, problem_type: str,
+               scale: ExperimentScale, seed: int) -> dict:
+    """MLP probe (MARBLE: one 512-unit hidden layer) on every layer's frozen, mean-pooled embedding, every split."""
+    started = time.time()
+    encoder = load_encoder(init, scale, seed)
+    embeddings = layer_embeddings(encoder, _load_dataset(dataset_path).with_format("numpy")["input_features"])
+    layers = []
+    for layer in range(embeddings.shape[1]):
+        per_split = {name: fit_select_score("mlp", scale.probe_alphas, embeddings[:, layer], targets, rows,
+                                            problem_type, seed, scale)
+                     for name, rows in splits}
+        layers.append({"splits": per_split})
+    return {"layers": layers, "seconds": round(time.time() - started, 1)}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# summaries, statistics, table and plot
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def summarise(per_split: dict, metrics=("accuracy", "roc_auc_macro", "pr_auc_macro")) -> dict:
+    """Mean, standard deviation (ddof=1) and count over splits of each test metric present."""
+    out = {}
+    for metric in metrics:
+        values = [result["test"][metric] for result in per_split.values() if metric in result["test"]]
+        if values:
+            out[metric] = {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1
+                           else 0.0, "n": len(values), "values": [float(v) for v in values]}
+    return out
+
+
+def paired_folds(a: list[float], b: list[float]) -> dict:
+    """a - b over paired folds: mean, std, wins/ties/losses and a two-sided paired t-test."""
+    from scipy import stats
+
+    a, b = np.asarray(a), np.asarray(b)
+    difference = a - b
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p_value = float(stats.ttest_rel(a, b).pvalue) if len(a) > 1 and np.any(difference != difference[0]) else None
+    return {"mean_difference": float(difference.mean()), "std_difference": float(difference.std(ddof=1))
+            if len(a) > 1 else 0.0, "wins": int((difference > 0).sum()), "ties": int((difference == 0).sum()),
+            "losses": int((difference < 0).sum()), "p_value": p_value}
+
+
+def roc_auc(references: np.ndarray, scores: np.ndarray) -> float:
+    """ROC-AUC of one class (Mann-Whitney U with average ranks for ties): sklearn's value, without its overhead."""
+    from scipy.stats import rankdata
+
+    positives = references.astype(bool)
+    n_pos, n_neg = positives.sum(), (~positives).sum()
+    ranks = rankdata(scores)
+    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def average_precision(references: np.ndarray, scores: np.ndarray) -> float:
+    """Average precision of one class, sum over distinct thresholds of (R_n - R_n-1) P_n: sklearn's value."""
+    order = np.argsort(-scores, kind="mergesort")
+    scores, references = scores[order], references[order].astype(np.float64)
+    last_of_tie = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]
+    true_positives = np.cumsum(references)[last_of_tie]
+    precision = true_positives / (last_of_tie + 1)
+    recall = true_positives / true_positives[-1]
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def _macro_auc(function, scores: np.ndarray, references: np.ndarray) -> float:
+    """Macro average over classes with both positives and negatives (the shipped metrics' rule), for bootstrap."""
+    values = [function(references[:, k], scores[:, k]) for k in range(references.shape[1])
+              if 0 < references[:, k].sum() < len(references)]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def paired_bootstrap(logits_a, logits_b, references, seed: int, resamples: int = 1000) -> dict:
+    """Difference (a - b) of ROC-AUC macro and PR-AUC macro over test clips resampled with replacement (paired)."""
+    logits_a, logits_b, references = np.asarray(logits_a), np.asarray(logits_b), np.asarray(references)
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, function in (("roc_auc_macro", roc_auc), ("pr_auc_macro", average_precision)):
+        differences = []
+        for _ in range(resamples):
+            index = rng.integers(0, len(references), len(references))
+            a = _macro_auc(function, logits_a[index], references[index])
+            b = _macro_auc(function, logits_b[index], references[index])
+            if not (math.isnan(a) or math.isnan(b)):
+                differences.append(a - b)
+        differences = np.asarray(differences)
+        out[name] = {
+            "mean_difference": float(_macro_auc(function, logits_a, references)
+                                     - _macro_auc(function, logits_b, references)),
+            "ci95": [float(np.percentile(differences, 2.5)), float(np.percentile(differences, 97.5))],
+            "probability_positive": float((differences > 0).mean()),
+            "resamples": len(differences),
+        }
+    return out
+
+
+def bootstrap_interval(logits, references, seed: int, resamples: int = 1000) -> dict:
+    """95% percentile interval of ROC-AUC macro and PR-AUC macro over test clips resampled with replacement."""
+    logits, references = np.asarray(logits), np.asarray(references)
+    rng = np.random.default_rng(seed)
+    indices = [rng.integers(0, len(references), len(references)) for _ in range(resamples)]
+    out = {}
+    for name, function in (("roc_auc_macro", roc_auc), ("pr_auc_macro", average_precision)):
+        values = [_macro_auc(function, logits[i], references[i]) for i in indices]
+        values = [v for v in values if not math.isnan(v)]
+        out[name] = [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))]
+    return out
+
+
+def compare(results: dict, seed: int) -> dict:
+    """CFM + CCM against no pre-training and against the hand-crafted baselines, per task."""
+    out = {}
+    for task, task_results in results["tasks"].items():
+        rows = task_results["rows"]
+        comparisons = {}
+        for other in ("scratch", "cfm", "ccm", "handcrafted_logreg", "handcrafted_svm"):
+            if other not in rows or "cfm_ccm" not in rows:
+                continue
+            if task_results["cross_validation"]:
+                splits = list(rows["cfm_ccm"]["splits"])
+                comparisons[other] = paired_folds(
+                    [rows["cfm_ccm"]["splits"][s]["test"]["accuracy"] for s in splits],
+                    [rows[other]["splits"][s]["test"]["accuracy"] for s in splits],
+                )
+            else:
+                split = next(iter(rows["cfm_ccm"]["splits"]))
+                comparisons[other] = paired_bootstrap(
+                    rows["cfm_ccm"]["splits"][split]["test_logits"], rows[other]["splits"][split]["test_logits"],
+                    task_results["test_references"][split], seed=seed,
+                )
+        out[task] = comparisons
+    return out
+
+
+def _fmt(summary: dict, metric: str, with_std: bool) -> str:
+    if metric not in summary:
+        return "-"
+    value = summary[metric]
+    return f"{value['mean']:.3f} ± {value['std']:.3f}" if with_std else f"{value['mean']:.3f}"
+
+
+def render_markdown(results: dict) -> str:
+    """The results table, the per-layer probe table, the comparisons and the compute, as markdown."""
+    folk, instruments = results["tasks"]["folk"], results["tasks"]["instruments"]
+    scale = results["scale"]
+    lines = [
+        "# MusiCoder: the paper's ablation on our own music",
+        "",
+        f"Produced by `{results['command']}` (scale `{scale['name']}`, seed {results['seed']}).",
+        "",
+        f"- **Folk tradition** (single-label, {len(folk['labels'])} classes, {folk['num_clips']} clips of 30 s, chance "
+        f"{1 / len(folk['labels']):.2f}): {folk['num_splits']}-fold cross-validation, each fold's other pieces split "
+        "80/20 train/validation per class (the paper's GTZAN protocol); test accuracy mean ± standard deviation over "
+        "folds.",
+        f"- **Instrument tagging** (multi-label, {len(instruments['labels'])} families, {instruments['num_clips']} "
+        f"pieces, {instruments['num_test']} in the held-out test split): ROC-AUC macro and PR-AUC macro on the test "
+        "split (the paper's MTG-Jamendo protocol), with a 95% bootstrap interval over test pieces.",
+        "",
+        "| model | folk accuracy | instruments ROC-AUC macro | instruments PR-AUC macro |",
+        "|---|---|---|---|",
+    ]
+    for key, title in ROWS.items():
+        if key not in folk["rows"]:
+            continue
+        f_sum, i_row = folk["rows"][key]["summary"], instruments["rows"][key]
+        i_sum = i_row["summary"]
+        ci = i_row.get("ci95", {})
+        cells = [_fmt(f_sum, "accuracy", True)]
+        for metric in ("roc_auc_macro", "pr_auc_macro"):
+            text = _fmt(i_sum, metric, False)
+            if metric in ci:
+                text += f" [{ci[metric][0]:.2f}, {ci[metric][1]:.2f}]"
+            cells.append(text)
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    lines += ["", "## Which layer? Frozen-encoder MLP probes (MARBLE protocol)", "",
+              f"Mean-pooled hidden state of each layer (0 = input embedding), standardised, MLP with one "
+              f"{scale['probe_hidden_units']}-unit hidden layer (L2 alpha in {list(scale['probe_alphas'])}, best on "
+              "validation), same splits as above. Plot: `model_cards/paper_layer_probe.png`.", "",
+              "| encoder | layer | folk accuracy | instruments ROC-AUC macro | instruments PR-AUC macro |",
+              "|---|---|---|---|---|"]
+    for encoder, title in PROBE_ENCODERS.items():
+        for layer, f_sum in enumerate(folk["probes"].get(encoder, [])):
+            i_sum = instruments["probes"][encoder][layer]
+            lines.append(f"| {title} | {layer} | {_fmt(f_sum, 'accuracy', True)} | "
+                         f"{_fmt(i_sum, 'roc_auc_macro', False)} | {_fmt(i_sum, 'pr_auc_macro', False)} |")
+    lines += ["", "## CFM + CCM against the other rows", "",
+              "Folk: difference of test accuracy over the paired folds (mean ± std, folds won/tied/lost, paired "
+              "t-test). Instruments: difference on the test split with a paired bootstrap 95% interval and the share "
+              "of resamples in which CFM + CCM is ahead.", "",
+              "| against | folk accuracy difference | instruments ROC-AUC difference | instruments PR-AUC difference |",
+              "|---|---|---|---|"]
+    for other, folk_cmp in results["comparisons"]["folk"].items():
+        inst = results["comparisons"]["instruments"][other]
+        p_value = "n/a" if folk_cmp["p_value"] is None else f"{folk_cmp['p_value']:.3f}"
+        cells = [f"{folk_cmp['mean_difference']:+.3f} ± {folk_cmp['std_difference']:.3f} "
+                 f"({folk_cmp['wins']}/{folk_cmp['ties']}/{folk_cmp['losses']}, p = {p_value})"]
+        for metric in ("roc_auc_macro", "pr_auc_macro"):
+            c = inst[metric]
+            cells.append(f"{c['mean_difference']:+.3f} [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}], "
+                         f"ahead in {100 * c['probability_positive']:.0f}%")
+        lines.append(f"| {ROWS[other]} | " + " | ".join(cells) + " |")
+    compute = results["compute"]
+    pretraining = results["pretraining"]
+    lines += [
+        "", "## Compute and settings", "",
+        f"- Machine: {compute['machine']}; {compute['workers']} worker process(es) of one thread. Wall time "
+        f"{compute['total_seconds'] / 60:.1f} min: " + ", ".join(f"{k} {v / 60:.1f}" for k, v in
+                                                                compute["stage_seconds"].items()) + " (min).",
+        f"- Encoder: {scale['num_hidden_layers']} layers, H = {scale['hidden_size']}, {scale['num_attention_heads']} "
+        f"heads, FFN {scale['intermediate_size']} ({compute['encoder_parameters'] / 1e6:.2f}M parameters), "
+        "attention-probability dropout 0.",
+        f"- Pre-training (each of CFM, CCM, CFM + CCM, same seed, data order and initial weights): "
+        f"{scale['pretrain_steps']} steps of {scale['pretrain_batch_size']} random crops of "
+        f"{scale['pretrain_max_frames']} frames from {compute['corpus_clips']} game-soundtrack clips "
+        f"({scale['corpus_minutes']:g} min), Noam schedule x {scale['pretrain_lr_scale']} with "
+        f"{scale['pretrain_warmup_steps']} warm-up steps; final train / validation loss: "
+        + "; ".join(f"{v} {pretraining[v]['final_loss']:.3f} / {pretraining[v]['final_eval_loss']:.3f}"
+                    for v in PRETRAINING_VARIANTS if v in pretraining) + ".",
+        f"- Fine-tuning (every MusiCoder row, every split): learning rate in {list(scale['learning_rates'])} x epoch "
+        f"1..{scale['finetune_epochs']}, best on validation (accuracy for folk, PR-AUC macro for instruments); "
+        f"batch {scale['finetune_batch_size']}, random crops of {scale['finetune_max_frames']} frames, Adam, linear "
+        f"decay with 10% warm-up, dropout {scale['dropout']}; evaluation on whole clips. "
+        f"{compute['finetuning_runs']} fine-tuning runs in all ({compute['finetuning_seconds_summed'] / 60:.0f} "
+        "min of worker time).",
+        f"- Hand-crafted rows: logistic regression C in {list(scale['logistic_c'])}, SVM (RBF) C in "
+        f"{list(scale['svm_c'])}, after standardisation, best on validation (one-vs-rest for tags). The features are "
+        "mean and std over time of the 324 frames *before* CMVN: after per-clip CMVN they would be constant (0 and 1).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def plot_layer_probe(results: dict, path: str | os.PathLike) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = (("folk", "accuracy", "Folk tradition: accuracy (10-fold mean ± std)"),
+              ("instruments", "roc_auc_macro", "Instrument tagging: ROC-AUC macro (test)"))
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for axis, (task, metric, title) in zip(axes, panels):
+        task_results = results["tasks"][task]
+        for encoder, label in PROBE_ENCODERS.items():
+            summaries = task_results["probes"].get(encoder)
+            if not summaries:
+                continue
+            layers = np.arange(len(summaries))
+            means = np.array([s[metric]["mean"] for s in summaries])
+            stds = np.array([s[metric]["std"] for s in summaries])
+            axis.errorbar(layers, means, yerr=stds if task_results["cross_validation"] else None, marker="o",
+                          capsize=3, label=f"probe: {label}")
+        for key, style in (("handcrafted_logreg", "--"), ("cfm_ccm", ":"), ("scratch", "-.")):
+            if key in task_results["rows"]:
+                axis.axhline(task_results["rows"][key]["summary"][metric]["mean"], linestyle=style, color="gray",
+                             label=ROWS[key].replace(" (mean + std of raw frames)", ""))
+        if task == "folk":
+            axis.axhline(1 / len(task_results["labels"]), color="black", linewidth=0.8, label="chance")
+        axis.set(title=title, xlabel="layer (0 = input embedding)", ylabel=metric)
+        axis.set_xticks(range(results["scale"]["num_hidden_layers"] + 1))
+        axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the whole experiment
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _cache_key(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _load_cached(path: Path, key: str):
+    if path.exists():
+        stored = json.loads(path.read_text())
+        if stored.get("key") == key:
+            return stored["result"]
+    return None
+
+
+def _store_cached(path: Path, key: str, result: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps({"key": key, "result": result}, default=float))
+    os.replace(temporary, path)
+
+
+def run_experiments(data: dict, output_dir: str | os.PathLike, scale: ExperimentScale, seed: int = 0,
+                    command: str = "", stage_seconds: dict | None = None, tasks: tuple[str, ...] = TASKS,
+                    workers: int = 1) -> dict:
+    """Pre-train the three variants on `data["corpus"]` and evaluate every row on `data["folk"]` (cross-validation)
+    and `data["instruments"]` (held-out split). `data` holds featurised DatasetDicts (corpus CMVN-normalised, tasks
+    un-normalised). Pre-trainings, fine-tunings and probes run in `workers` processes of one thread each (results do
+    not depend on `workers`) and are cached under `output_dir`, so an interrupted run resumes. Returns the results
+    dict, also written to `output_dir/results.json`. `tasks` selects a subset (the table needs both)."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    stage_seconds = dict(stage_seconds or {})
+    started = time.time()
+    scale_key = asdict(scale)
+    corpus_dir = data.get("corpus_dir")
+    if corpus_dir is None:  # an in-memory corpus (tests): save it once so that `pretrain` can read it
+        corpus_dir = output_dir / "corpus_features"
+        if not (corpus_dir / "dataset_dict.json").exists():
+            data["corpus"].save_to_disk(corpus_dir)
+
+    with JobRunner(workers) as runner:
+        t = time.time()
+        print(f"== pre-training CFM, CCM, CFM + CCM ({scale.pretrain_steps} steps each, {workers} worker(s))",
+              flush=True)
+        pretraining = pretrain_variants(corpus_dir, output_dir, scale, seed, runner)
+        stage_seconds["pre-training"] = time.time() - t
+        inits = {"scratch": None, **{v: str(output_dir / f"pretrain_{v}" / "final") for v in PRETRAINING_VARIANTS}}
+        pretrain_key = {v: pretraining[v].get("final_loss") for v in PRETRAINING_VARIANTS}
+
+        results = {"command": command, "seed": seed, "scale": scale_key, "pretraining": pretraining, "tasks": {}}
+        t = time.time()
+        jobs, pending, prepared = [], [], {}
+        for task in tasks:
+            raw = data[task]
+            info = label_info(raw)
+            cv = task == "folk"
+            splits, pooled = split_rows(raw, cv, scale.n_folds, seed)
+            targets = targets_of(pooled, info)
+            dataset_path = output_dir / "features" / f"{task}_cmvn"
+            if dataset_path.exists():
+                shutil.rmtree(dataset_path)
+            normalise(pooled).save_to_disk(dataset_path)  # the workers memory-map it
+            dataset_path = str(dataset_path)
+            _load_dataset.cache_clear()
+            task_results = {
+                "problem_type": info.problem_type, "labels": info.names, "cross_validation": cv,
+                "num_clips": len(pooled), "num_splits": len(splits), "num_test": len(splits[0][1]["test"]),
+                "splits": {name: rows for name, rows in splits},
+                "test_references": {name: targets[rows["test"]].tolist() for name, rows in splits},
+                "rows": {}, "probes": {},
+            }
+            results["tasks"][task] = task_results
+            prepared[task] = (splits, targets, info)
+            print(f"== {task}: {len(pooled)} clips, {len(splits)} split(s)", flush=True)
+            for key, kind, grid in (("handcrafted_logreg", "logreg", scale.logistic_c),
+                                    ("handcrafted_svm", "svm", scale.svm_c)):
+                statistics = prepared.setdefault((task, "statistics"), pooled_statistics(pooled))
+                per_split = {name: fit_select_score(kind, grid, statistics, targets, rows, info.problem_type, seed,
+                                                    scale) for name, rows in splits}
+                task_results["rows"][key] = {"splits": per_split, "summary": summarise(per_split)}
+                print(f"  {ROWS[key]}: {_brief(task_results['rows'][key]['summary'])}", flush=True)
+            for key in MUSICODER_ROWS:
+                task_results["rows"][key] = {"splits": {}}
+                for name, rows in splits:
+                    split_dir = output_dir / "finetune" / task / key / name
+                    cache = (split_dir / "result.json", _cache_key(scale_key, seed, key, pretrain_key.get(key), rows))
+                    jobs.append((("finetune", task, key, name), cache,
+                                 (_finetune_job, (dataset_path, rows, inits[key], scale, split_dir, seed))))
+            for encoder in PROBE_ENCODERS:
+                cache = (output_dir / "probes" / task / f"{encoder}.json",
+                         _cache_key(scale_key, seed, encoder, pretrain_key.get(encoder), task_results["splits"]))
+                jobs.append((("probe", task, encoder, None), cache,
+                             (_probe_job, (dataset_path, inits[encoder], targets, splits, info.problem_type, scale,
+                                           seed))))
+        stage_seconds["hand-crafted"] = time.time() - t
+
+        t = time.time()
+        done = {}
+        for what, cache, _ in jobs:
+            cached = _load_cached(*cache)
+            if cached is not None:
+                done[what] = cached
+            else:
+                pending.append((what, cache))
+        print(f"== {len(pending)} fine-tuning / probe jobs to run ({len(jobs) - len(pending)} cached), "
+              f"{workers} worker(s)", flush=True)
+        job_of = {what: job for what, _, job in jobs}
+        for index, result in runner.run([job_of[what] for what, _ in pending]):
+            what, cache = pending[index]
+            _store_cached(*cache, result)
+            done[what] = result
+            print(f"  {what[0]} {what[1]} {what[2]} {what[3] or ''}: {result['seconds']:.0f} s "
+                  + (f"test {_brief(result['test'])}" if what[0] == "finetune" else ""), flush=True)
+        stage_seconds["fine-tuning and probes"] = time.time() - t
+
+    finetuning_runs = 0
+    for task, task_results in results["tasks"].items():
+        splits, targets, info = prepared[task]
+        for key in MUSICODER_ROWS:
+            per_split = {name: done[("finetune", task, key, name)] for name, _ in splits}
+            finetuning_runs += len(per_split) * len(scale.learning_rates)
+            task_results["rows"][key] = {"splits": per_split, "summary": summarise(per_split)}
+            print(f"  {task} {ROWS[key]}: {_brief(task_results['rows'][key]['summary'])}", flush=True)
+        for encoder, title in PROBE_ENCODERS.items():
+            probe = done[("probe", task, encoder, None)]
+            task_results["probes"][encoder] = [summarise(layer["splits"]) for layer in probe["layers"]]
+            metric = "accuracy" if task_results["cross_validation"] else "roc_auc_macro"
+            print(f"  {task} probe {title}: " + ", ".join(
+                f"layer {i} {s[metric]['mean']:.3f}" for i, s in enumerate(task_results["probes"][encoder])),
+                flush=True)
+        if not task_results["cross_validation"]:  # bootstrap intervals of the held-out scores
+            references = targets[splits[0][1]["test"]]
+            for row in task_results["rows"].values():
+                row["ci95"] = bootstrap_interval(next(iter(row["splits"].values()))["test_logits"], references, seed)
+
+    results["comparisons"] = compare(results, seed)
+    encoder = load_encoder(None, scale, seed)
+    results["compute"] = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU" if not torch.cuda.is_available()
+        else f"{torch.cuda.get_device_name()}",
+        "workers": workers,
+        "threads_per_worker": 1,
+        "stage_seconds": {k: round(v, 1) for k, v in stage_seconds.items()},
+        "total_seconds": round(stage_seconds.get("data and features", 0.0) + time.time() - started, 1),
+        "encoder_parameters": encoder.num_parameters(),
+        "corpus_clips": len(data["corpus"]["train"]) if "corpus" in data else None,
+        "finetuning_runs": finetuning_runs,
+        "finetuning_seconds_summed": round(sum(r["seconds"] for w, r in done.items() if w[0] == "finetune"), 1),
+        "probe_seconds_summed": round(sum(r["seconds"] for w, r in done.items() if w[0] == "probe"), 1),
+    }
+    (output_dir / "results.json").write_text(json.dumps(results, indent=1, default=float))
+    return results
+
+
+def _brief(metrics: dict) -> str:
+    """{'accuracy': 0.4, ...} or a summary {'accuracy': {'mean': ..}} -> 'accuracy 0.400, ...'."""
+    return ", ".join(f"{k} {v['mean'] if isinstance(v, dict) else v:.3f}" for k, v in metrics.items())
+
+
+def write_outputs(results: dict, output_dir: str | os.PathLike, model_cards_dir: str | os.PathLike | None) -> dict:
+    """results.md + layer_probe.png in `output_dir`, copied to `model_cards_dir` as paper_results.md and
+    paper_layer_probe.png when given."""
+    output_dir = Path(output_dir)
+    table, plot = output_dir / "results.md", output_dir / "layer_probe.png"
+    table.write_text(render_markdown(results))
+    plot_layer_probe(results, plot)
+    written = {"table": str(table), "plot": str(plot)}
+    if model_cards_dir is not None:
+        model_cards_dir = Path(model_cards_dir)
+        model_cards_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(table, model_cards_dir / "paper_results.md")
+        shutil.copyfile(plot, model_cards_dir / "paper_layer_probe.png")
+        written.update(table=str(model_cards_dir / "paper_results.md"),
+                       plot=str(model_cards_dir / "paper_layer_probe.png"))
+    return written
+
+
+def main(argv=None) -> int:
+    import argparse
+    import shlex
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog="training/experiments.py",
+        description="The paper's Tables 5-6 on our own music: hand-crafted baselines, MusiCoder without pre-training, "
+        "with CFM, CCM, CFM + CCM, and per-layer MLP probes; a markdown table and a plot.",
+    )
+    parser.add_argument("--scale", default="small", choices=sorted(SCALES), help="default: %(default)s")
+    parser.add_argument("--data_dir", default="data/paper", help="where the corpus and tasks are built (resumable)")
+    parser.add_argument("--output_dir", default="runs/paper")
+    parser.add_argument("--model_cards_dir", default="model_cards",
+                        help="paper_results.md and paper_layer_probe.png are copied here ('' to skip)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fresh", action="store_true", help="ignore cached results and pre-trainings in output_dir")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="processes (one thread each) for pre-training, fine-tuning and probes; the numbers do not "
+                        "depend on it (default: %(default)s)")
+    for field in ("corpus_minutes", "tunes_per_class", "instrument_pieces", "pretrain_steps", "finetune_epochs",
+                  "n_folds"):
+        parser.add_argument(f"--{field}", type=type(getattr(SCALES["small"], field)), default=None,
+                            help=f"override the scale's {field}")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    import transformers
+
+    transformers.logging.set_verbosity_error()  # no load report per fine-tuning run (the missing head is expected)
+    for noisy in ("musicoder_hf.finetuning", "accelerate", "datasets"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    scale = SCALES[args.scale].replace(**{f: getattr(args, f) for f in (
+        "corpus_minutes", "tunes_per_class", "instrument_pieces", "pretrain_steps", "finetune_epochs", "n_folds")})
+    command = "python training/experiments.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None
+                                                                                        else sys.argv[1:]))
+    if args.fresh and Path(args.output_dir).exists():
+        shutil.rmtree(args.output_dir)
+    started = time.time()
+    print(f"== data: corpus {scale.corpus_minutes:g} min, folk {scale.tunes_per_class} tunes per class, instruments "
+          f"{scale.instrument_pieces} pieces (into {args.data_dir})", flush=True)
+    data = prepare_data(args.data_dir, scale, args.seed)
+    data["corpus_dir"] = str(Path(args.data_dir) / "corpus_features")
+    results = run_experiments(data, args.output_dir, scale, seed=args.seed, command=command.strip(),
+                              stage_seconds={"data and features": time.time() - started}, workers=args.workers)
+    written = write_outputs(results, args.output_dir, args.model_cards_dir or None)
+    print("\n" + render_markdown(results))
+    print(f"wrote {written['table']} and {written['plot']} ({(time.time() - started) / 60:.1f} min)")
+    return 0

@@ -1,0 +1,164 @@
+"""The paper-table experiment (musicoder_hf.experiments) end to end on tiny synthetic data: every row, the same folds
+for every row, per-layer probes, and a rerun with the same seed giving the same numbers."""
+
+import json
+
+import numpy as np
+import pytest
+from datasets import Array2D, ClassLabel, Dataset, DatasetDict, Features, List, Value
+
+from musicoder_hf import MusiCoderFeatureExtractor
+from musicoder_hf.experiments import (
+    MUSICODER_ROWS,
+    PROBE_ENCODERS,
+    ROWS,
+    SCALES,
+    ExperimentScale,
+    pool_task,
+    pooled_statistics,
+    run_experiments,
+    split_rows,
+    write_outputs,
+)
+
+SCALE = ExperimentScale(
+    name="test", corpus_minutes=0, tunes_per_class=8, instrument_pieces=24,
+    hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+    pretrain_steps=3, pretrain_batch_size=4, pretrain_max_frames=24, pretrain_lr_scale=0.2, pretrain_warmup_steps=2,
+    learning_rates=(1e-3, 3e-3), finetune_epochs=1, finetune_batch_size=8, finetune_max_frames=24, dropout=0.1,
+    n_folds=2, logistic_c=(0.1, 1.0), svm_c=(1.0,), probe_alphas=(1e-2,), probe_max_iter=30,
+)
+FOLK_NAMES = ["a", "b", "c"]
+TAGS = ["x", "y", "z"]
+
+
+def frames(rng, offset, num_frames=30):
+    """Raw (un-normalised) frames whose per-channel level depends on the class: the hand-crafted features see it."""
+    return (rng.normal(size=(num_frames, 324)) + offset).astype(np.float32)
+
+
+def synthetic_data():
+    rng = np.random.default_rng(0)
+    raw = Array2D(shape=(None, 324), dtype="float32")
+    folk_rows = {"train": [], "validation": [], "test": []}
+    for c in range(len(FOLK_NAMES)):
+        for k in range(8):
+            split = "train" if k < 6 else "validation" if k == 6 else "test"
+            folk_rows[split].append({"label": c, "piece_id": f"{c}-{k}", "fold": k % 2,
+                                     "input_features": frames(rng, c * np.linspace(-1, 1, 324))})
+    folk_features = Features({"label": ClassLabel(names=FOLK_NAMES), "piece_id": Value("string"),
+                              "fold": Value("int64"), "input_features": raw})
+    folk = DatasetDict({s: Dataset.from_list(r, features=folk_features) for s, r in folk_rows.items()})
+
+    tag_sets = [[0], [1], [2], [0, 1], [1, 2], [0, 2]]
+    inst_rows = {"train": [], "validation": [], "test": []}
+    for i in range(24):
+        split = "train" if i < 12 else "validation" if i < 18 else "test"
+        tags = tag_sets[i % 6]
+        offset = sum(np.roll(np.linspace(-1, 1, 324), 100 * t) for t in tags)
+        inst_rows[split].append({"labels": tags, "piece_id": f"p{i}", "input_features": frames(rng, offset)})
+    inst_features = Features({"labels": List(ClassLabel(names=TAGS)), "piece_id": Value("string"),
+                              "input_features": raw})
+    instruments = DatasetDict({s: Dataset.from_list(r, features=inst_features) for s, r in inst_rows.items()})
+
+    corpus_features = Features({"input_features": raw})
+    corpus = DatasetDict({
+        split: Dataset.from_list([{"input_features": MusiCoderFeatureExtractor.cmvn(frames(rng, 0.0, 40))}
+                                  for _ in range(n)], features=corpus_features)
+        for split, n in (("train", 12), ("validation", 4))
+    })
+    return {"corpus": corpus, "folk": folk, "instruments": instruments}
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    data = synthetic_data()
+    first = run_experiments(data, tmp_path_factory.mktemp("run1"), SCALE, seed=0, command="test")
+    # the rerun (fresh folder: pre-training, fine-tuning, probes all redone) covers one task to keep the test short
+    second = run_experiments(data, tmp_path_factory.mktemp("run2"), SCALE, seed=0, command="test", tasks=("folk",))
+    return data, first, second
+
+
+def test_every_row_and_probe_layer_is_reported(two_runs, tmp_path):
+    _, results, _ = two_runs
+    for task in ("folk", "instruments"):
+        task_results = results["tasks"][task]
+        assert set(task_results["rows"]) == set(ROWS)
+        expected_splits = SCALE.n_folds if task == "folk" else 1
+        for row in task_results["rows"].values():
+            assert len(row["splits"]) == expected_splits
+            metrics = ("accuracy",) if task == "folk" else ("roc_auc_macro", "pr_auc_macro")
+            for metric in metrics:
+                assert row["summary"][metric]["n"] == expected_splits
+                assert 0.0 <= row["summary"][metric]["mean"] <= 1.0
+        # one probe score per layer: input embedding + each transformer layer, for every encoder
+        assert set(task_results["probes"]) == set(PROBE_ENCODERS)
+        for summaries in task_results["probes"].values():
+            assert len(summaries) == SCALE.num_hidden_layers + 1
+    # the hand-crafted baseline sees the class-dependent channel levels: far above chance (1/3)
+    assert results["tasks"]["folk"]["rows"]["handcrafted_logreg"]["summary"]["accuracy"]["mean"] > 0.8
+    # every MusiCoder row searched the same grid with the same budget
+    for key in MUSICODER_ROWS:
+        for result in results["tasks"]["folk"]["rows"][key]["splits"].values():
+            assert [h["learning_rate"] for h in result["history"]] == list(SCALE.learning_rates)
+            assert all(len(h["epochs"]) == SCALE.finetune_epochs for h in result["history"])
+    written = write_outputs(results, tmp_path, tmp_path / "cards")
+    table = (tmp_path / "cards" / "paper_results.md").read_text()
+    assert all(title in table for title in ROWS.values())
+    assert (tmp_path / "cards" / "paper_layer_probe.png").stat().st_size > 1000
+    assert written["table"].endswith("paper_results.md")
+    json.dumps(results)  # results.json is plain JSON
+
+
+def test_folds_are_disjoint_and_identical_for_every_row(two_runs):
+    data, results, _ = two_runs
+    folk = results["tasks"]["folk"]
+    num_clips = sum(len(split) for split in data["folk"].values())
+    test_rows = []
+    for name, rows in folk["splits"].items():
+        parts = [set(rows[p]) for p in ("train", "validation", "test")]
+        assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+        assert set().union(*parts) == set(range(num_clips))
+        test_rows += rows["test"]
+        for row in folk["rows"].values():  # same test clips, in the same order, for every row
+            assert len(row["splits"][name]["test_logits"]) == len(rows["test"])
+    assert sorted(test_rows) == list(range(num_clips))  # each clip is tested exactly once over the folds
+    # a fold's test pieces never appear in its training data (grouped by piece)
+    pooled = pool_task(data["folk"])
+    pieces = pooled["piece_id"]
+    for rows in folk["splits"].values():
+        assert not {pieces[i] for i in rows["train"]} & {pieces[i] for i in rows["test"]}
+    # the splits are a function of the data and the seed
+    again, _ = split_rows(data["folk"], True, SCALE.n_folds, seed=0)
+    assert {name: rows for name, rows in again} == folk["splits"]
+
+
+def test_rerun_with_the_same_seed_gives_the_same_numbers(two_runs):
+    _, first, second = two_runs
+    assert first["pretraining"]["cfm_ccm"]["final_loss"] == second["pretraining"]["cfm_ccm"]["final_loss"]
+    for key in ROWS:
+        a, b = first["tasks"]["folk"]["rows"][key], second["tasks"]["folk"]["rows"][key]
+        assert a["summary"] == b["summary"], key
+        for split in a["splits"]:
+            np.testing.assert_array_equal(a["splits"][split]["test_logits"], b["splits"][split]["test_logits"])
+    assert first["tasks"]["folk"]["probes"] == second["tasks"]["folk"]["probes"]
+
+
+def test_handcrafted_features_pool_the_raw_frames_and_cmvn_matches_the_extractor():
+    rng = np.random.default_rng(1)
+    waveform = (0.1 * rng.normal(size=44100)).astype(np.float32)
+    extractor = MusiCoderFeatureExtractor(do_normalize=False)
+    raw = extractor(waveform, sampling_rate=44100, padding=False)["input_features"][0]
+    normalised = MusiCoderFeatureExtractor()(waveform, sampling_rate=44100, padding=False)["input_features"][0]
+    np.testing.assert_allclose(MusiCoderFeatureExtractor.cmvn(raw), normalised, atol=1e-6)
+    statistics = pooled_statistics(Dataset.from_dict({"input_features": [raw]}))
+    np.testing.assert_allclose(statistics[0, :324], raw.mean(axis=0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(statistics[0, 324:], raw.std(axis=0), rtol=1e-4, atol=1e-5)
+    # after CMVN the same pooling is constant: why the baseline must use the raw frames
+    assert np.allclose(normalised.mean(axis=0), 0, atol=1e-4)
+
+
+def test_default_scale_is_the_same_for_every_musicoder_row():
+    scale = SCALES["small"]
+    assert scale.n_folds == 10 and scale.probe_hidden_units == 512
+    assert len(scale.learning_rates) >= 1
