@@ -134,6 +134,7 @@ ROWS = {
 MUSICODER_ROWS = ("scratch", "cfm", "ccm", "cfm_ccm")
 PROBE_ENCODERS = {"scratch": "random init", "cfm": "CFM", "ccm": "CCM", "cfm_ccm": "CFM + CCM"}
 TASKS = ("folk", "instruments")
+SPLIT_ORDER = ("train", "validation", "test")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -178,7 +179,11 @@ def pool_task(raw):
     """All splits of a task in one Dataset (train, validation, test order) with a `row` id column."""
     from datasets import DatasetDict, concatenate_datasets
 
-    pooled = concatenate_datasets(list(raw.values())) if isinstance(raw, DatasetDict) else raw
+    if isinstance(raw, DatasetDict):  # train, validation, test first, in that order: `split_rows` relies on it
+        order = [s for s in SPLIT_ORDER if s in raw] + [s for s in raw if s not in SPLIT_ORDER]
+        pooled = concatenate_datasets([raw[s] for s in order])
+    else:
+        pooled = raw
     columns = [c for c in pooled.column_names if c != "row"]
     return pooled.select_columns(columns).add_column("row", list(range(len(pooled))))
 
@@ -196,10 +201,9 @@ def split_rows(raw, task_is_cv: bool, n_folds: int, seed: int) -> tuple[list[tup
             for k, fold in cross_validation_folds(light, n_folds=n_folds, seed=seed)
         ]
     else:
-        sizes = [len(raw[s]) for s in ("train", "validation", "test")]
-        edges = np.cumsum([0, *sizes])
+        edges = np.cumsum([0, *(len(raw[s]) for s in SPLIT_ORDER)])
         splits = [("heldout", {name: list(range(int(edges[i]), int(edges[i + 1])))
-                               for i, name in enumerate(("train", "validation", "test"))})]
+                               for i, name in enumerate(SPLIT_ORDER)})]
     return splits, pooled
 
 
@@ -412,18 +416,32 @@ def _pretrain_job(args) -> dict:
 def pretrain_variants(corpus_dir, output_dir: Path, scale: ExperimentScale, seed: int, runner: JobRunner) -> dict:
     """Pre-train one encoder per masking variant (same budget, seed, data order and initial weights); reuse a finished
     pre-training with the same arguments."""
+    from datasets import load_from_disk
+
+    corpus = load_from_disk(str(corpus_dir))
+    corpus_fingerprint = [corpus[split]._fingerprint for split in sorted(corpus)]
     summaries, jobs = {}, []
     for variant in PRETRAINING_VARIANTS:
         args = pretraining_arguments(variant, corpus_dir, output_dir, scale, seed)
-        summary_file = Path(args.output_dir) / "summary.json"
-        if summary_file.exists() and (Path(args.output_dir) / "final" / "model.safetensors").exists():
+        run_dir = Path(args.output_dir)
+        job = {"arguments": json.loads(json.dumps(asdict(args), default=str)), "corpus_fingerprint": corpus_fingerprint}
+        summary_file, job_file = run_dir / "summary.json", run_dir / "job.json"
+        if summary_file.exists() and (run_dir / "final" / "model.safetensors").exists():
             summary = json.loads(summary_file.read_text())
-            if summary.get("arguments") == json.loads(json.dumps(asdict(args), default=str)):
-                summaries[variant] = summary
+            if {key: summary.get(key) for key in job} == job:
+                summaries[variant] = {**summary, "reused": True}
                 continue
+        # `pretrain` resumes from the run's latest checkpoint: only an interrupted run of this very job may be resumed,
+        # never one on other data or with other arguments.
+        if run_dir.exists() and not (job_file.exists() and json.loads(job_file.read_text()) == job):
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        job_file.write_text(json.dumps(job, indent=2))
         jobs.append((variant, args))
     for index, summary in runner.run([(_pretrain_job, (args,)) for _, args in jobs]):
         variant = jobs[index][0]
+        summary["corpus_fingerprint"] = corpus_fingerprint
+        (Path(jobs[index][1].output_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
         summaries[variant] = summary
         print(f"  pre-trained {variant}: loss {summary['final_loss']:.4f}, validation "
               f"{summary['final_eval_loss']:.4f}, {summary['wall_seconds']:.0f} s", flush=True)
@@ -581,32 +599,18 @@ def paired_folds(a: list[float], b: list[float]) -> dict:
             "losses": int((difference < 0).sum()), "p_value": p_value}
 
 
-def roc_auc(references: np.ndarray, scores: np.ndarray) -> float:
-    """ROC-AUC of one class (Mann-Whitney U with average ranks for ties): sklearn's value, without its overhead."""
-    from scipy.stats import rankdata
-
-    positives = references.astype(bool)
-    n_pos, n_neg = positives.sum(), (~positives).sum()
-    ranks = rankdata(scores)
-    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+def _macro_auc(metric, scores: np.ndarray, references: np.ndarray) -> float:
+    """Macro average of a scikit-learn ranking metric over the classes with both positives and negatives (the
+    shipped metrics' rule): a bootstrap resample may lack a rare tag."""
+    positives = references.sum(axis=0)
+    kept = (positives > 0) & (positives < len(references))
+    return float(metric(references[:, kept], scores[:, kept], average="macro")) if kept.any() else float("nan")
 
 
-def average_precision(references: np.ndarray, scores: np.ndarray) -> float:
-    """Average precision of one class, sum over distinct thresholds of (R_n - R_n-1) P_n: sklearn's value."""
-    order = np.argsort(-scores, kind="mergesort")
-    scores, references = scores[order], references[order].astype(np.float64)
-    last_of_tie = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]
-    true_positives = np.cumsum(references)[last_of_tie]
-    precision = true_positives / (last_of_tie + 1)
-    recall = true_positives / true_positives[-1]
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+def _ranking_metrics():
+    from sklearn.metrics import average_precision_score, roc_auc_score
 
-
-def _macro_auc(function, scores: np.ndarray, references: np.ndarray) -> float:
-    """Macro average over classes with both positives and negatives (the shipped metrics' rule), for bootstrap."""
-    values = [function(references[:, k], scores[:, k]) for k in range(references.shape[1])
-              if 0 < references[:, k].sum() < len(references)]
-    return float(np.mean(values)) if values else float("nan")
+    return (("roc_auc_macro", roc_auc_score), ("pr_auc_macro", average_precision_score))
 
 
 def paired_bootstrap(logits_a, logits_b, references, seed: int, resamples: int = 1000) -> dict:
@@ -614,7 +618,7 @@ def paired_bootstrap(logits_a, logits_b, references, seed: int, resamples: int =
     logits_a, logits_b, references = np.asarray(logits_a), np.asarray(logits_b), np.asarray(references)
     rng = np.random.default_rng(seed)
     out = {}
-    for name, function in (("roc_auc_macro", roc_auc), ("pr_auc_macro", average_precision)):
+    for name, function in _ranking_metrics():
         differences = []
         for _ in range(resamples):
             index = rng.integers(0, len(references), len(references))
@@ -639,32 +643,37 @@ def bootstrap_interval(logits, references, seed: int, resamples: int = 1000) -> 
     rng = np.random.default_rng(seed)
     indices = [rng.integers(0, len(references), len(references)) for _ in range(resamples)]
     out = {}
-    for name, function in (("roc_auc_macro", roc_auc), ("pr_auc_macro", average_precision)):
+    for name, function in _ranking_metrics():
         values = [_macro_auc(function, logits[i], references[i]) for i in indices]
         values = [v for v in values if not math.isnan(v)]
         out[name] = [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))]
     return out
 
 
+# (row, against): CFM + CCM against every other row, and each single masking against no pre-training.
+COMPARISONS = (("cfm_ccm", "scratch"), ("cfm_ccm", "cfm"), ("cfm_ccm", "ccm"), ("cfm_ccm", "handcrafted_logreg"),
+               ("cfm_ccm", "handcrafted_svm"), ("cfm", "scratch"), ("ccm", "scratch"))
+
+
 def compare(results: dict, seed: int) -> dict:
-    """CFM + CCM against no pre-training and against the hand-crafted baselines, per task."""
+    """Paired comparisons of `COMPARISONS` per task: over folds (CV task) or by bootstrap over test clips."""
     out = {}
     for task, task_results in results["tasks"].items():
         rows = task_results["rows"]
         comparisons = {}
-        for other in ("scratch", "cfm", "ccm", "handcrafted_logreg", "handcrafted_svm"):
-            if other not in rows or "cfm_ccm" not in rows:
+        for row, other in COMPARISONS:
+            if row not in rows or other not in rows:
                 continue
             if task_results["cross_validation"]:
-                splits = list(rows["cfm_ccm"]["splits"])
-                comparisons[other] = paired_folds(
-                    [rows["cfm_ccm"]["splits"][s]["test"]["accuracy"] for s in splits],
+                splits = list(rows[row]["splits"])
+                comparisons[f"{row}|{other}"] = paired_folds(
+                    [rows[row]["splits"][s]["test"]["accuracy"] for s in splits],
                     [rows[other]["splits"][s]["test"]["accuracy"] for s in splits],
                 )
             else:
-                split = next(iter(rows["cfm_ccm"]["splits"]))
-                comparisons[other] = paired_bootstrap(
-                    rows["cfm_ccm"]["splits"][split]["test_logits"], rows[other]["splits"][split]["test_logits"],
+                split = next(iter(rows[row]["splits"]))
+                comparisons[f"{row}|{other}"] = paired_bootstrap(
+                    rows[row]["splits"][split]["test_logits"], rows[other]["splits"][split]["test_logits"],
                     task_results["test_references"][split], seed=seed,
                 )
         out[task] = comparisons
@@ -722,14 +731,17 @@ def render_markdown(results: dict) -> str:
             i_sum = instruments["probes"][encoder][layer]
             lines.append(f"| {title} | {layer} | {_fmt(f_sum, 'accuracy', True)} | "
                          f"{_fmt(i_sum, 'roc_auc_macro', False)} | {_fmt(i_sum, 'pr_auc_macro', False)} |")
-    lines += ["", "## CFM + CCM against the other rows", "",
-              "Folk: difference of test accuracy over the paired folds (mean ± std, folds won/tied/lost, paired "
-              "t-test). Instruments: difference on the test split with a paired bootstrap 95% interval and the share "
-              "of resamples in which CFM + CCM is ahead.", "",
-              "| against | folk accuracy difference | instruments ROC-AUC difference | instruments PR-AUC difference |",
+    lines += ["", "## Paired comparisons", "",
+              "Folk: difference of test accuracy over the paired folds (mean ± std, folds won/tied/lost, two-sided "
+              "paired t-test). Instruments: difference on the test split with a paired bootstrap 95% interval (1000 "
+              "resamples of the test pieces) and the share of resamples in which the first row is ahead.", "",
+              "| comparison | folk accuracy difference | instruments ROC-AUC difference | instruments PR-AUC difference |",
               "|---|---|---|---|"]
-    for other, folk_cmp in results["comparisons"]["folk"].items():
-        inst = results["comparisons"]["instruments"][other]
+    short = {key: title.replace(" (mean + std of raw frames)", "").replace("MusiCoder, ", "").replace(
+        "pre-trained with ", "") for key, title in ROWS.items()}
+    for pair, folk_cmp in results["comparisons"]["folk"].items():
+        inst = results["comparisons"]["instruments"][pair]
+        row, other = pair.split("|")
         p_value = "n/a" if folk_cmp["p_value"] is None else f"{folk_cmp['p_value']:.3f}"
         cells = [f"{folk_cmp['mean_difference']:+.3f} ± {folk_cmp['std_difference']:.3f} "
                  f"({folk_cmp['wins']}/{folk_cmp['ties']}/{folk_cmp['losses']}, p = {p_value})"]
@@ -737,14 +749,17 @@ def render_markdown(results: dict) -> str:
             c = inst[metric]
             cells.append(f"{c['mean_difference']:+.3f} [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}], "
                          f"ahead in {100 * c['probability_positive']:.0f}%")
-        lines.append(f"| {ROWS[other]} | " + " | ".join(cells) + " |")
+        lines.append(f"| {short[row]} vs {short[other]} | " + " | ".join(cells) + " |")
     compute = results["compute"]
     pretraining = results["pretraining"]
     lines += [
         "", "## Compute and settings", "",
         f"- Machine: {compute['machine']}; {compute['workers']} worker process(es) of one thread. Wall time "
         f"{compute['total_seconds'] / 60:.1f} min: " + ", ".join(f"{k} {v / 60:.1f}" for k, v in
-                                                                compute["stage_seconds"].items()) + " (min).",
+                                                                compute["stage_seconds"].items()) + " (min)"
+        + (f"; this invocation reused {compute['jobs_reused']} of {compute['jobs_total']} fine-tuning / probe jobs "
+           f"and {compute.get('pretrainings_reused', 0)} of 3 pre-trainings from an earlier run in the output folder, "
+           "so these times are not the cost of a full run." if compute.get("jobs_reused") else ".") ,
         f"- Encoder: {scale['num_hidden_layers']} layers, H = {scale['hidden_size']}, {scale['num_attention_heads']} "
         f"heads, FFN {scale['intermediate_size']} ({compute['encoder_parameters'] / 1e6:.2f}M parameters), "
         "attention-probability dropout 0.",
@@ -769,35 +784,40 @@ def render_markdown(results: dict) -> str:
 
 
 def plot_layer_probe(results: dict, path: str | os.PathLike) -> None:
+    """Probe score per layer for each frozen encoder (folk: fold mean with fold std; instruments: test score), with
+    the hand-crafted and fine-tuned rows as horizontal references."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = (("folk", "accuracy", "Folk tradition: accuracy (10-fold mean ± std)"),
-              ("instruments", "roc_auc_macro", "Instrument tagging: ROC-AUC macro (test)"))
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    panels = (("folk", "accuracy", "Folk tradition: accuracy (10-fold mean, bars: fold std)"),
+              ("instruments", "roc_auc_macro", "Instrument tagging: ROC-AUC macro (held-out test)"))
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    offsets = np.linspace(-0.09, 0.09, len(PROBE_ENCODERS))
     for axis, (task, metric, title) in zip(axes, panels):
         task_results = results["tasks"][task]
-        for encoder, label in PROBE_ENCODERS.items():
+        for offset, (encoder, label) in zip(offsets, PROBE_ENCODERS.items()):
             summaries = task_results["probes"].get(encoder)
             if not summaries:
                 continue
-            layers = np.arange(len(summaries))
+            layers = np.arange(len(summaries)) + offset
             means = np.array([s[metric]["mean"] for s in summaries])
-            stds = np.array([s[metric]["std"] for s in summaries])
-            axis.errorbar(layers, means, yerr=stds if task_results["cross_validation"] else None, marker="o",
-                          capsize=3, label=f"probe: {label}")
+            stds = np.array([s[metric]["std"] for s in summaries]) if task_results["cross_validation"] else None
+            axis.errorbar(layers, means, yerr=stds, marker="o", capsize=3, elinewidth=0.8,
+                          label=f"MLP probe on frozen encoder: {label}")
         for key, style in (("handcrafted_logreg", "--"), ("cfm_ccm", ":"), ("scratch", "-.")):
             if key in task_results["rows"]:
                 axis.axhline(task_results["rows"][key]["summary"][metric]["mean"], linestyle=style, color="gray",
-                             label=ROWS[key].replace(" (mean + std of raw frames)", ""))
+                             label=ROWS[key].replace(" (mean + std of raw frames)", "") + " (fine-tuned)"
+                             * (key in MUSICODER_ROWS))
         if task == "folk":
-            axis.axhline(1 / len(task_results["labels"]), color="black", linewidth=0.8, label="chance")
+            axis.axhline(1 / len(task_results["labels"]), color="black", linewidth=0.8, label="chance (folk)")
         axis.set(title=title, xlabel="layer (0 = input embedding)", ylabel=metric)
         axis.set_xticks(range(results["scale"]["num_hidden_layers"] + 1))
-        axis.legend(fontsize=7)
-    figure.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    figure.tight_layout(rect=(0, 0.17, 1, 1))
     figure.savefig(path, dpi=110)
     plt.close(figure)
 
@@ -863,6 +883,7 @@ def run_experiments(data: dict, output_dir: str | os.PathLike, scale: Experiment
             cv = task == "folk"
             splits, pooled = split_rows(raw, cv, scale.n_folds, seed)
             targets = targets_of(pooled, info)
+            data_key = [raw[split]._fingerprint for split in sorted(raw)]  # cached results follow the features
             dataset_path = output_dir / "features" / f"{task}_cmvn"
             if dataset_path.exists():
                 shutil.rmtree(dataset_path)
@@ -879,9 +900,9 @@ def run_experiments(data: dict, output_dir: str | os.PathLike, scale: Experiment
             results["tasks"][task] = task_results
             prepared[task] = (splits, targets, info)
             print(f"== {task}: {len(pooled)} clips, {len(splits)} split(s)", flush=True)
+            statistics = pooled_statistics(pooled)
             for key, kind, grid in (("handcrafted_logreg", "logreg", scale.logistic_c),
                                     ("handcrafted_svm", "svm", scale.svm_c)):
-                statistics = prepared.setdefault((task, "statistics"), pooled_statistics(pooled))
                 per_split = {name: fit_select_score(kind, grid, statistics, targets, rows, info.problem_type, seed,
                                                     scale) for name, rows in splits}
                 task_results["rows"][key] = {"splits": per_split, "summary": summarise(per_split)}
@@ -890,12 +911,14 @@ def run_experiments(data: dict, output_dir: str | os.PathLike, scale: Experiment
                 task_results["rows"][key] = {"splits": {}}
                 for name, rows in splits:
                     split_dir = output_dir / "finetune" / task / key / name
-                    cache = (split_dir / "result.json", _cache_key(scale_key, seed, key, pretrain_key.get(key), rows))
+                    cache = (split_dir / "result.json", _cache_key(scale_key, seed, key, pretrain_key.get(key), rows,
+                                                                    data_key))
                     jobs.append((("finetune", task, key, name), cache,
                                  (_finetune_job, (dataset_path, rows, inits[key], scale, split_dir, seed))))
             for encoder in PROBE_ENCODERS:
                 cache = (output_dir / "probes" / task / f"{encoder}.json",
-                         _cache_key(scale_key, seed, encoder, pretrain_key.get(encoder), task_results["splits"]))
+                         _cache_key(scale_key, seed, encoder, pretrain_key.get(encoder), task_results["splits"],
+                                    data_key))
                 jobs.append((("probe", task, encoder, None), cache,
                              (_probe_job, (dataset_path, inits[encoder], targets, splits, info.problem_type, scale,
                                            seed))))
@@ -952,6 +975,9 @@ def run_experiments(data: dict, output_dir: str | os.PathLike, scale: Experiment
         "encoder_parameters": encoder.num_parameters(),
         "corpus_clips": len(data["corpus"]["train"]) if "corpus" in data else None,
         "finetuning_runs": finetuning_runs,
+        "jobs_reused": len(jobs) - len(pending),
+        "jobs_total": len(jobs),
+        "pretrainings_reused": sum(1 for v in pretraining.values() if v.get("reused")),
         "finetuning_seconds_summed": round(sum(r["seconds"] for w, r in done.items() if w[0] == "finetune"), 1),
         "probe_seconds_summed": round(sum(r["seconds"] for w, r in done.items() if w[0] == "probe"), 1),
     }
@@ -968,6 +994,7 @@ def write_outputs(results: dict, output_dir: str | os.PathLike, model_cards_dir:
     """results.md + layer_probe.png in `output_dir`, copied to `model_cards_dir` as paper_results.md and
     paper_layer_probe.png when given."""
     output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
     table, plot = output_dir / "results.md", output_dir / "layer_probe.png"
     table.write_text(render_markdown(results))
     plot_layer_probe(results, plot)
@@ -993,10 +1020,13 @@ def main(argv=None) -> int:
         "with CFM, CCM, CFM + CCM, and per-layer MLP probes; a markdown table and a plot.",
     )
     parser.add_argument("--scale", default="small", choices=sorted(SCALES), help="default: %(default)s")
-    parser.add_argument("--data_dir", default="data/paper", help="where the corpus and tasks are built (resumable)")
-    parser.add_argument("--output_dir", default="runs/paper")
-    parser.add_argument("--model_cards_dir", default="model_cards",
-                        help="paper_results.md and paper_layer_probe.png are copied here ('' to skip)")
+    parser.add_argument("--data_dir", default=None,
+                        help="where the corpus and tasks are built, resumably (default: data/paper, or "
+                        "data/paper_<scale> for another scale: a task folder mirrors its last build)")
+    parser.add_argument("--output_dir", default=None, help="default: runs/paper, or runs/paper_<scale>")
+    parser.add_argument("--model_cards_dir", default=None,
+                        help="paper_results.md and paper_layer_probe.png are copied here ('' to skip; default: "
+                        "model_cards for the small scale, skipped otherwise)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fresh", action="store_true", help="ignore cached results and pre-trainings in output_dir")
     parser.add_argument("--workers", type=int, default=2,
@@ -1007,6 +1037,11 @@ def main(argv=None) -> int:
         parser.add_argument(f"--{field}", type=type(getattr(SCALES["small"], field)), default=None,
                             help=f"override the scale's {field}")
     args = parser.parse_args(argv)
+    suffix = "" if args.scale == "small" else f"_{args.scale}"
+    args.data_dir = args.data_dir or f"data/paper{suffix}"
+    args.output_dir = args.output_dir or f"runs/paper{suffix}"
+    if args.model_cards_dir is None:
+        args.model_cards_dir = "model_cards" if args.scale == "small" else ""
     logging.basicConfig(level=logging.WARNING)
     import transformers
 

@@ -2,9 +2,11 @@
 for every row, per-layer probes, and a rerun with the same seed giving the same numbers."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
+import torch
 from datasets import Array2D, ClassLabel, Dataset, DatasetDict, Features, List, Value
 
 from musicoder_hf import MusiCoderFeatureExtractor
@@ -162,3 +164,37 @@ def test_default_scale_is_the_same_for_every_musicoder_row():
     scale = SCALES["small"]
     assert scale.n_folds == 10 and scale.probe_hidden_units == 512
     assert len(scale.learning_rates) >= 1
+
+
+def test_pretrainings_are_reused_only_for_the_same_corpus_and_never_resumed_from_another(tmp_path):
+    from safetensors.torch import load_file
+
+    from musicoder_hf.experiments import PRETRAINING_VARIANTS, JobRunner, pretrain_variants
+
+    corpus = synthetic_data()["corpus"]
+    corpus_dir, output_dir = tmp_path / "corpus", tmp_path / "runs"
+    corpus.save_to_disk(corpus_dir)
+
+    def pretrain(out=output_dir):
+        with JobRunner(1) as runner:
+            return pretrain_variants(corpus_dir, out, SCALE, seed=0, runner=runner)
+
+    first = pretrain()
+    assert not any(summary.get("reused") for summary in first.values())
+    assert all(summary.get("reused") for summary in pretrain().values())
+
+    # Other clips in the same folder: every variant is pre-trained again from scratch, not resumed from the
+    # checkpoints of the old corpus, so it equals a pre-training on the new corpus in an empty folder.
+    rng = np.random.default_rng(1)
+    changed = corpus.map(lambda row: {"input_features": MusiCoderFeatureExtractor.cmvn(frames(rng, 0.0, 40))})
+    changed.save_to_disk(tmp_path / "changed")
+    shutil.rmtree(corpus_dir)
+    shutil.copytree(tmp_path / "changed", corpus_dir)
+    again = pretrain()
+    assert not any(summary.get("reused") for summary in again.values())
+    reference = pretrain(tmp_path / "empty")
+    for variant in PRETRAINING_VARIANTS:
+        weights = load_file(output_dir / f"pretrain_{variant}" / "final" / "model.safetensors")
+        expected = load_file(tmp_path / "empty" / f"pretrain_{variant}" / "final" / "model.safetensors")
+        assert all(torch.equal(weights[k], expected[k]) for k in expected)
+        assert again[variant]["final_loss"] == reference[variant]["final_loss"] != first[variant]["final_loss"]

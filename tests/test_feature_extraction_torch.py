@@ -23,7 +23,7 @@ from transformers.testing_utils import CaptureLogger
 
 from musicoder_hf import MusiCoderFeatureExtractor
 from musicoder_hf import feature_extraction_musicoder as fe_module
-from musicoder_hf.data.features import featurize_dataset
+from musicoder_hf.data.features import featurize_dataset, featurize_once
 
 
 SR = 44100
@@ -350,6 +350,35 @@ def test_featurize_dataset_with_the_torch_backend(audio_folder, librosa_fe, torc
         assert_blocks_close(layout, reference["input_features"], row["input_features"], CMVN_TOLERANCE)
 
 
+def test_featurize_once_reuses_until_the_data_or_settings_change(audio_folder, tmp_path):
+    root, clips = audio_folder
+    manifest = {"clips": sorted(clips), "build": {"started": 1.0}, "build_wall_seconds": 3.0}
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    loads = []
+
+    def loader(source_dir):
+        loads.append(source_dir)
+        return load_dataset("audiofolder", data_dir=str(source_dir))
+
+    def featurised(**kwargs):
+        return featurize_once(root, tmp_path / "features", loader, num_proc=None, **kwargs)["train"]
+
+    first = featurised()
+    assert len(loads) == 1 and sorted(first["clip"]) == sorted(clips)
+    normalised = first.with_format("numpy")[0]["input_features"]  # read now: the folder is rewritten below
+    # A resumed build rewrites only its timings: the features are reused, not recomputed.
+    manifest["build"], manifest["build_wall_seconds"] = {"started": 2.0}, 9.0
+    (root / "manifest.json").write_text(json.dumps(manifest, indent=4))
+    assert featurised()["num_frames"] == first["num_frames"] and len(loads) == 1
+    # Other data, or other extractor settings, are featurised again.
+    (root / "manifest.json").write_text(json.dumps({**manifest, "clips": sorted(clips)[:2]}))
+    featurised()
+    assert len(loads) == 2
+    unnormalised = featurised(feature_extractor=MusiCoderFeatureExtractor(do_normalize=False))
+    assert len(loads) == 3
+    assert not np.allclose(unnormalised.with_format("numpy")[0]["input_features"], normalised)
+
+
 def test_featurize_dataset_argument_errors(audio_folder):
     dataset = load_dataset("audiofolder", data_dir=str(audio_folder[0]))
     with pytest.raises(ValueError, match="configure that one instead"):
@@ -363,7 +392,7 @@ def test_featurize_dataset_torch_backend_in_worker_processes(audio_folder):
     script = textwrap.dedent(f"""
         import numpy as np, torch
         from datasets import load_dataset
-        from musicoder_hf.data.features import featurize_dataset
+        from musicoder_hf.data.features import featurize_dataset, featurize_once
         dataset = load_dataset("audiofolder", data_dir={str(audio_folder[0])!r})
         threads = torch.get_num_threads()
         one = featurize_dataset(dataset, backend="torch")["train"].with_format("numpy")

@@ -1,5 +1,7 @@
 """Featurise an audio dataset once into Arrow, so training reads 324-dim frames instead of decoding audio."""
 
+import json
+
 import numpy as np
 import torch
 from datasets import Array2D, Audio, Dataset, DatasetDict, Value
@@ -86,6 +88,10 @@ def featurize_dataset(
     )
 
 
+# Manifest entries that change on every run of the builders (timings), whatever the data.
+VOLATILE_MANIFEST_KEYS = ("build", "build_wall_seconds", "build_cpu_seconds")
+
+
 def featurize_once(source_dir, target_dir, loader, feature_extractor: MusiCoderFeatureExtractor | None = None,
                    num_proc: int | None = 2) -> DatasetDict:
     """Featurise an audio folder into Arrow once; later calls reuse it while the source's manifest is unchanged.
@@ -99,7 +105,11 @@ def featurize_once(source_dir, target_dir, loader, feature_extractor: MusiCoderF
     from datasets import load_from_disk
 
     source_dir, target_dir = Path(source_dir), Path(target_dir)
-    source_manifest = (source_dir / "manifest.json").read_text()
+    # The builders rewrite their build timings on every (resumed) run: leave them out, or nothing would be reused.
+    manifest = json.loads((source_dir / "manifest.json").read_text())
+    for key in VOLATILE_MANIFEST_KEYS:
+        manifest.pop(key, None)
+    source_manifest = json.dumps(manifest, indent=1, sort_keys=True)
     if feature_extractor is not None:
         source_manifest += "\n" + feature_extractor.to_json_string()
     stamp = target_dir / "source_manifest.json"
