@@ -1032,8 +1032,9 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=2,
                         help="processes (one thread each) for pre-training, fine-tuning and probes; the numbers do not "
                         "depend on it (default: %(default)s)")
-    for field in ("corpus_minutes", "tunes_per_class", "instrument_pieces", "pretrain_steps", "finetune_epochs",
-                  "n_folds"):
+    for field in ("corpus_minutes", "tunes_per_class", "instrument_pieces", "hidden_size", "num_hidden_layers",
+                  "num_attention_heads", "intermediate_size", "pretrain_steps", "pretrain_batch_size",
+                  "pretrain_max_frames", "pretrain_warmup_steps", "finetune_epochs", "n_folds"):
         parser.add_argument(f"--{field}", type=type(getattr(SCALES["small"], field)), default=None,
                             help=f"override the scale's {field}")
     args = parser.parse_args(argv)

@@ -204,8 +204,9 @@ def train_one(args, accelerator, data, schema, hyper, leader: dict) -> dict:
         loader.set_epoch(epoch)
         model.train()
         losses = []
-        for batch in tqdm(loader, desc=f"epoch {epoch + 1}/{num_epochs}", disable=not accelerator.is_main_process,
-                          leave=False):
+        # disable=None: no bar where stderr is not a terminal (a log file would get every refresh)
+        for batch in tqdm(loader, desc=f"epoch {epoch + 1}/{num_epochs}",
+                          disable=None if accelerator.is_main_process else True, leave=False):
             torch.manual_seed(step_seed(args.seed, epoch, step, accelerator.process_index))
             loss = model(**batch).loss
             check_finite_loss(accelerator, loss, step)
