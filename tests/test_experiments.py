@@ -16,6 +16,7 @@ from musicoder_hf.experiments import (
     ROWS,
     SCALES,
     ExperimentScale,
+    cmvn_temporal_statistics,
     pool_task,
     pooled_statistics,
     run_experiments,
@@ -158,6 +159,11 @@ def test_handcrafted_features_pool_the_raw_frames_and_cmvn_matches_the_extractor
     np.testing.assert_allclose(statistics[0, 324:], raw.std(axis=0), rtol=1e-4, atol=1e-5)
     # after CMVN the same pooling is constant: why the baseline must use the raw frames
     assert np.allclose(normalised.mean(axis=0), 0, atol=1e-4)
+    # the CMVN row summarises the normalised frames the model sees
+    cmvn_statistics = pooled_statistics(Dataset.from_dict({"input_features": [raw]}), cmvn_temporal_statistics)[0]
+    assert cmvn_statistics.shape == (4 * 324,)
+    np.testing.assert_allclose(cmvn_statistics[324:648], np.median(normalised, axis=0), atol=1e-4)
+    np.testing.assert_allclose(cmvn_statistics[972:], np.abs(np.diff(normalised, axis=0)).mean(axis=0), atol=1e-4)
 
 
 def test_default_scale_is_the_same_for_every_musicoder_row():
