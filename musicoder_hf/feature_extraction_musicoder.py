@@ -657,7 +657,7 @@ class MusiCoderFeatureExtractor(SequenceFeatureExtractor):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """
         Chroma (before its per-frame max-norm), energy and mel of the power spectra of `frames` `(batch_size,
-        num_frames, n_fft)`, un-windowed: `(batch_size, num_frames, n_chroma)`, `(..., 1)`, `(..., n_mels)`.
+        num_frames, n_fft)`, not yet windowed: `(batch_size, num_frames, n_chroma)`, `(..., 1)`, `(..., n_mels)`.
 
         On a CPU this runs over tiles of frames (see `CPU_TILE_SAMPLES`).
         """
