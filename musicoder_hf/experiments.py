@@ -777,7 +777,8 @@ def render_markdown(results: dict) -> str:
         f"{compute['total_seconds'] / 60:.1f} min: " + ", ".join(f"{k} {v / 60:.1f}" for k, v in
                                                                 compute["stage_seconds"].items()) + " (min)"
         + (f"; this invocation reused {compute['jobs_reused']} of {compute['jobs_total']} fine-tuning / probe jobs "
-           f"and {compute.get('pretrainings_reused', 0)} of 3 pre-trainings from an earlier run in the output folder, "
+           f"and {compute.get('pretrainings_reused', 0)} of {len(PRETRAINING_VARIANTS)} pre-trainings from an earlier "
+           "run in the output folder, "
            "so these times are not the cost of a full run." if compute.get("jobs_reused") else ".") ,
         f"- Encoder: {scale['num_hidden_layers']} layers, H = {scale['hidden_size']}, {scale['num_attention_heads']} "
         f"heads, FFN {scale['intermediate_size']} ({compute['encoder_parameters'] / 1e6:.2f}M parameters), "
