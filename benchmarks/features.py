@@ -4,10 +4,10 @@
     python benchmarks/features.py --audio_dir data/tasks/folk --num_clips 32 --threads 2
     python benchmarks/features.py --seconds 30 --num_clips 64       # synthetic 30 s clips (on a GPU: batch 64)
 
-One run, the same clips for every backend, in alternating rounds: librosa (the reference, one process, one clip at a
-time), torch on the CPU (batched, `--threads` threads in one process), torch on the CPU in `--processes` processes of
-one thread each (the clips split between them, as `featurize_dataset(..., num_proc=N)` runs), and torch on CUDA when
-there is a GPU. Each backend runs in its own fresh
+One run, the same clips for every backend, in alternating rounds: librosa (the reference: one process, one clip at a
+time, one BLAS thread, its fastest setting here), torch on the CPU (batched, `--threads` threads in one process),
+librosa and torch on the CPU in `--processes` processes of one thread each (the clips split between them, as
+`featurize_dataset(..., num_proc=N)` runs), and torch on CUDA when there is a GPU. Each backend runs in its own fresh
 process, so that its peak memory is its own: peak RSS above the process's baseline after loading the clips (CPU) and
 `torch.cuda.max_memory_allocated` (CUDA). Throughput is clips/s and x real time (seconds of audio per second) for
 the whole `feature_extractor(clips, sampling_rate=44100)` call, CMVN and host transfers included, after one warm-up
@@ -74,6 +74,12 @@ def worker(args) -> dict:
     from musicoder_hf import MusiCoderFeatureExtractor
 
     torch.set_num_threads(args.threads)
+    if args.worker == "librosa":
+        # One BLAS thread: librosa's filterbank products gain nothing from more here, and numpy's OpenBLAS threads
+        # would spin on the other core (1.9 cores busy for a slower result).
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=1, user_api="blas")
     clips = load_clips(args)
     audio_seconds = sum(len(clip) for clip in clips) / SR
     device = "cuda" if args.worker == "torch-cuda" else "cpu"
@@ -113,29 +119,28 @@ def worker(args) -> dict:
 
 
 def _shard_worker(args, index, barrier, queue):
-    """One of `args.processes` single-threaded torch CPU processes: every `index`-th clip, each pass started together
-    with the other processes (`barrier`); puts the pass times and the peak RSS increase on `queue`."""
-    import torch
-
+    """One of `args.processes` single-threaded CPU processes: every `index`-th clip, each pass started together with
+    the other processes (`barrier`); puts the pass times and the peak RSS increase on `queue`."""
     from musicoder_hf import MusiCoderFeatureExtractor
+    from musicoder_hf.data.features import single_threaded
 
-    torch.set_num_threads(1)
     clips = load_clips(args)[index :: args.processes]
-    extractor = MusiCoderFeatureExtractor(backend="torch")
-    extractor(clips[:1], sampling_rate=SR, padding=False)  # warm-up
-    baseline_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    seconds = []
-    for _ in range(args.repeats):
-        barrier.wait()
-        start = time.perf_counter()
-        extractor(clips, sampling_rate=SR, padding=False, batch_size=args.batch_size)
-        seconds.append(time.perf_counter() - start)
+    extractor = MusiCoderFeatureExtractor(backend=args.worker.split("-")[0])  # librosa-processes, torch-cpu-processes
+    with single_threaded():  # as in the workers of featurize_dataset
+        extractor(clips[:1], sampling_rate=SR, padding=False)  # warm-up
+        baseline_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        seconds = []
+        for _ in range(args.repeats):
+            barrier.wait()
+            start = time.perf_counter()
+            extractor(clips, sampling_rate=SR, padding=False, batch_size=args.batch_size)
+            seconds.append(time.perf_counter() - start)
     queue.put((seconds, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline_rss) / 1024))
 
 
 def processes_worker(args) -> dict:
-    """torch on the CPU in `args.processes` processes of one thread each, the clips split between them: what
-    `featurize_dataset(..., backend="torch", num_proc=N)` runs. A pass lasts until its slowest process is done."""
+    """librosa or torch on the CPU in `args.processes` processes of one thread each, the clips split between them: what
+    `featurize_dataset(..., num_proc=N)` runs. A pass lasts until its slowest process is done."""
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
@@ -167,14 +172,14 @@ def main():
     parser.add_argument("--cuda_batch_size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3, help="timed passes over the clips; the fastest is reported")
     parser.add_argument("--processes", type=int, default=2,
-                        help="processes of the torch-cpu-processes row (one thread each)")
-    parser.add_argument("--backends", default="librosa,torch-cpu,torch-cpu-processes,torch-cuda")
+                        help="processes of the librosa-processes and torch-cpu-processes rows (one thread each)")
+    parser.add_argument("--backends", default="librosa,librosa-processes,torch-cpu,torch-cpu-processes,torch-cuda")
     parser.add_argument("--rounds", type=int, default=3, help="rounds over the backends, in alternation")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.worker:
-        print(json.dumps(processes_worker(args) if args.worker == "torch-cpu-processes" else worker(args)))
+        print(json.dumps(processes_worker(args) if args.worker.endswith("-processes") else worker(args)))
         return
 
     import torch

@@ -23,7 +23,7 @@ from transformers.testing_utils import CaptureLogger
 
 from musicoder_hf import MusiCoderFeatureExtractor
 from musicoder_hf import feature_extraction_musicoder as fe_module
-from musicoder_hf.data.features import featurize_dataset, featurize_once
+from musicoder_hf.data.features import featurize_dataset, featurize_once, single_threaded
 
 
 SR = 44100
@@ -385,6 +385,21 @@ def test_featurize_dataset_argument_errors(audio_folder):
         featurize_dataset(dataset, feature_extractor=MusiCoderFeatureExtractor(), backend="torch")
     with pytest.raises(ValueError, match="num_proc=2 with CUDA"):
         featurize_dataset(dataset, backend="torch", device="cuda", num_proc=2)
+
+
+def test_single_threaded_limits_torch_and_blas_then_restores_them():
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+    np.ones((64, 64)) @ np.ones((64, 64))  # numpy's OpenBLAS is loaded
+    previous_torch, previous_blas = torch.get_num_threads(), blas_threads()
+    assert previous_blas, "no BLAS library found"
+    with single_threaded():
+        assert torch.get_num_threads() == 1
+        assert blas_threads() == [1] * len(previous_blas)
+    assert torch.get_num_threads() == previous_torch and blas_threads() == previous_blas
 
 
 def test_featurize_dataset_torch_backend_in_worker_processes(audio_folder):

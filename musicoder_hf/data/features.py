@@ -1,10 +1,12 @@
 """Featurise an audio dataset once into Arrow, so training reads 324-dim frames instead of decoding audio."""
 
+import contextlib
 import json
 
 import numpy as np
 import torch
 from datasets import Array2D, Audio, Dataset, DatasetDict, Value
+from threadpoolctl import threadpool_limits
 
 from ..feature_extraction_musicoder import MusiCoderFeatureExtractor
 
@@ -16,6 +18,23 @@ def waveform_of(audio) -> np.ndarray:
     else:
         samples = audio.get_all_samples().data.numpy()
     return samples.mean(axis=0) if samples.ndim == 2 else samples
+
+
+@contextlib.contextmanager
+def single_threaded():
+    """
+    One thread for torch and for the BLAS libraries (numpy's and scipy's OpenBLAS, which librosa's filterbank products
+    use) in this process, restored afterwards: for workers that already share the cores. Each BLAS library otherwise
+    starts a thread per core in every worker, and the workers' threads then spin against each other (measured on 2
+    cores: 2 librosa workers featurise 1.3x faster with one BLAS thread each).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):
+            yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def featurize_dataset(
@@ -38,7 +57,8 @@ def featurize_dataset(
     the extractor, so the torch backend featurises it as padded batches. `backend` ("librosa", the default, or
     "torch") and `device` (torch backend: "cpu" or "cuda") configure the default extractor; to change those of a
     given `feature_extractor`, configure it instead. With `num_proc` > 1 each worker process uses one torch thread
-    (the workers already share the cores); CUDA extraction runs in one process (`num_proc` None or 1).
+    and one BLAS thread (the workers already share the cores, see `single_threaded`); CUDA extraction runs in one
+    process (`num_proc` None or 1).
     """
     if feature_extractor is None:
         feature_extractor = MusiCoderFeatureExtractor(backend=backend or "librosa", device=device or "cpu")
@@ -61,15 +81,10 @@ def featurize_dataset(
 
     def extract(batch):
         waveforms = [waveform_of(audio) for audio in batch[audio_column]]
-        threads = torch.get_num_threads()
-        if num_proc is not None and num_proc > 1:
-            torch.set_num_threads(1)
-        try:
+        with single_threaded() if num_proc is not None and num_proc > 1 else contextlib.nullcontext():
             frames = feature_extractor(waveforms, sampling_rate=feature_extractor.sampling_rate, padding=False)[
                 "input_features"
             ]
-        finally:
-            torch.set_num_threads(threads)
         return {"input_features": frames, "num_frames": [len(f) for f in frames]}
 
     features = (next(iter(dataset.values())) if isinstance(dataset, DatasetDict) else dataset).features.copy()
