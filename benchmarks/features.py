@@ -3,6 +3,7 @@
     python benchmarks/features.py               # 16 real clips of the folk task if built, else synthetic ones
     python benchmarks/features.py --audio_dir data/tasks/folk --num_clips 32 --threads 2
     python benchmarks/features.py --seconds 30 --num_clips 64       # synthetic 30 s clips (on a GPU: batch 64)
+    python benchmarks/features.py --profile                         # the torch CPU backend's time, by operator
 
 One run, the same clips for every backend, in alternating rounds: librosa (the reference: one process, one clip at a
 time, one BLAS thread, its fastest setting here), torch on the CPU (batched, `--threads` threads in one process),
@@ -161,6 +162,30 @@ def processes_worker(args) -> dict:
     }  # fmt: skip
 
 
+def profile_torch_cpu(args):
+    """Where the torch backend's time goes on one CPU thread: self CPU time of each operator kind per clip, measured
+    with `torch.profiler` over one pass after the warm-up (the profiler adds a little to each operation)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from musicoder_hf import MusiCoderFeatureExtractor
+
+    torch.set_num_threads(1)
+    clips = load_clips(args)
+    extractor = MusiCoderFeatureExtractor(backend="torch")
+    extractor(clips[:1], sampling_rate=SR, padding=False)
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        extractor(clips, sampling_rate=SR, padding=False, batch_size=args.batch_size)
+    events = sorted(profiler.key_averages(), key=lambda event: -event.self_cpu_time_total)
+    total = sum(event.self_cpu_time_total for event in events)
+    print(f"torch CPU backend, 1 thread, {len(clips)} clips: {total / 1e3 / len(clips):.1f} ms of operator time per "
+          f"clip ({sum(len(clip) for clip in clips) / SR / len(clips):.1f} s of audio per clip)")
+    print(f"{'operator':<28}{'calls/clip':>12}{'ms/clip':>10}{'share':>8}")
+    for event in events[:15]:
+        print(f"{event.key:<28}{event.count / len(clips):>12.1f}{event.self_cpu_time_total / 1e3 / len(clips):>10.2f}"
+              f"{event.self_cpu_time_total / total:>8.1%}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--audio_dir", default=None, help="folder of audio files (default: the folk task if built)")
@@ -175,8 +200,13 @@ def main():
                         help="processes of the librosa-processes and torch-cpu-processes rows (one thread each)")
     parser.add_argument("--backends", default="librosa,librosa-processes,torch-cpu,torch-cpu-processes,torch-cuda")
     parser.add_argument("--rounds", type=int, default=3, help="rounds over the backends, in alternation")
+    parser.add_argument("--profile", action="store_true",
+                        help="instead: where the torch CPU backend's time goes, by operator (one thread)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.profile:
+        profile_torch_cpu(args)
+        return
 
     if args.worker:
         print(json.dumps(processes_worker(args) if args.worker.endswith("-processes") else worker(args)))
