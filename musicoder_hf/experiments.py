@@ -32,6 +32,7 @@ is exactly `MusiCoderFeatureExtractor.cmvn` of the same frames.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -49,6 +50,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .data.features import single_threaded
 from .data.labeled import MULTI_LABEL, cross_validation_folds, label_info, to_multi_hot
 from .evaluation import compute_metrics, predict_logits
 from .feature_extraction_musicoder import MusiCoderFeatureExtractor
@@ -336,30 +338,26 @@ def fit_select_score(kind: str, values, features: np.ndarray, targets: np.ndarra
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _limit_threads(threads: int) -> None:
-    """One torch / BLAS thread per process: on a shared 2-core machine, 2 threads per process spin against the other
-    jobs and a training step gets up to 6x slower (measured), while 1-thread processes degrade gracefully."""
-    from threadpoolctl import threadpool_limits
-
-    torch.set_num_threads(threads)
-    threadpool_limits(threads)
-
-
-def _init_worker(threads: int) -> None:
+def _init_worker() -> None:
     os.environ.setdefault("TQDM_DISABLE", "1")
     import transformers
+    from threadpoolctl import threadpool_limits
 
     transformers.logging.set_verbosity_error()
     logging.basicConfig(level=logging.WARNING)
-    _limit_threads(threads)
+    # One torch / BLAS thread per process for the worker's lifetime (see `JobRunner`).
+    torch.set_num_threads(1)
+    threadpool_limits(1)
 
 
 class JobRunner:
-    """Run independent jobs in `workers` spawned processes with `threads` threads each, or in this process (with the
-    same thread limit, so numbers do not depend on the number of workers) when `workers` <= 1."""
+    """Run independent jobs in `workers` spawned processes of one thread each, or in this process (with the same one
+    thread, so numbers do not depend on the number of workers) when `workers` <= 1. On a shared 2-core machine, 2
+    threads per process spin against the other jobs and a training step gets up to 6x slower (measured), while
+    1-thread processes degrade gracefully."""
 
-    def __init__(self, workers: int = 1, threads: int = 1):
-        self.workers, self.threads, self.pool, self.saved = workers, threads, None, None
+    def __init__(self, workers: int = 1):
+        self.workers, self.pool, self.in_process = workers, None, contextlib.ExitStack()
 
     def __enter__(self):
         if self.workers > 1:
@@ -367,22 +365,15 @@ class JobRunner:
             from concurrent.futures import ProcessPoolExecutor
 
             self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                            initializer=_init_worker, initargs=(self.threads,))
+                                            initializer=_init_worker)
         else:
-            from threadpoolctl import threadpool_info
-
-            self.saved = (torch.get_num_threads(), {i["internal_api"]: i["num_threads"] for i in threadpool_info()})
-            _limit_threads(self.threads)
+            self.in_process.enter_context(single_threaded())
         return self
 
     def __exit__(self, *exc):
         if self.pool is not None:
             self.pool.shutdown(cancel_futures=True)
-        elif self.saved is not None:
-            from threadpoolctl import threadpool_limits
-
-            torch.set_num_threads(self.saved[0])
-            threadpool_limits(self.saved[1])
+        self.in_process.close()
 
     def run(self, jobs: list[tuple]):
         """Yield (index, result) for `jobs` = [(function, args), ...] as they finish."""
