@@ -36,7 +36,7 @@ test: install
 demo: install
 	$(PY) training/demo.py --output_dir runs/demo --data_dir data
 
-# The paper's Tables 5-6 on our own music, with per-layer probes (model_cards/paper_results.md, about 1 h on 2 cores).
+# The paper's Tables 5-6 on our own music, with per-layer probes (model_cards/paper_results.md; see docs/ablation.md).
 paper: install
 	$(PY) training/experiments.py --data_dir data/paper --output_dir runs/paper --model_cards_dir model_cards
 

@@ -76,8 +76,7 @@ def worker(args) -> dict:
 
     torch.set_num_threads(args.threads)
     if args.worker == "librosa":
-        # One BLAS thread: librosa's filterbank products gain nothing from more here, and numpy's OpenBLAS threads
-        # would spin on the other core (1.9 cores busy for a slower result).
+        # One BLAS thread: librosa's filterbank products are small, and more BLAS threads only spin on the other cores.
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(limits=1, user_api="blas")
@@ -123,7 +122,7 @@ def _shard_worker(args, index, barrier, queue):
     """One of `args.processes` single-threaded CPU processes: every `index`-th clip, each pass started together with
     the other processes (`barrier`); puts the pass times and the peak RSS increase on `queue`."""
     from musicoder_hf import MusiCoderFeatureExtractor
-    from musicoder_hf.data.features import single_threaded
+    from musicoder_hf.utils import single_threaded
 
     clips = load_clips(args)[index :: args.processes]
     extractor = MusiCoderFeatureExtractor(backend=args.worker.split("-")[0])  # librosa-processes, torch-cpu-processes

@@ -19,7 +19,7 @@ import numpy as np
 import soundfile
 import soxr
 
-from .feature_extraction_musicoder import MAX_CHANNELS
+from .feature_extraction_musicoder import to_mono_waveform
 
 
 def _sentence(text: str) -> str:
@@ -101,35 +101,6 @@ def _decode(source, name: str, sampling_rate: int) -> np.ndarray:
         ) from None
 
 
-def _to_float_channels_last(array, name: str) -> np.ndarray:
-    """An in-memory waveform -> float32 numpy, 1-D or (samples, channels); integer PCM is scaled to [-1, 1]."""
-    if hasattr(array, "detach"):  # torch tensor
-        array = array.detach().cpu().float().numpy()
-    array = np.asarray(array)
-    if array.dtype.kind in "iu":
-        full_scale = 2.0 ** (8 * array.dtype.itemsize - 1)
-        offset = full_scale if array.dtype.kind == "u" else 0.0
-        array = (array.astype(np.float64) - offset) / full_scale
-    elif array.dtype.kind != "f":
-        raise ValueError(
-            f"{_sentence(name)} has dtype {array.dtype}; expected float samples in [-1, 1] or integer PCM."
-        )
-    if array.ndim == 2:
-        # Channels are the shorter axis: librosa/torch give (channels, samples), soundfile (samples, channels).
-        array = array if array.shape[1] <= array.shape[0] else array.T
-        if array.shape[1] > MAX_CHANNELS:
-            raise ValueError(
-                f"{_sentence(name)} is a 2-D array of shape {array.shape}, read as one clip with {array.shape[1]} "
-                f"channels, but at most {MAX_CHANNELS} are accepted: to process several clips, pass a list of 1-D "
-                "arrays."
-            )
-    elif array.ndim != 1:
-        raise ValueError(
-            f"{_sentence(name)} has shape {array.shape}; expected a 1-D waveform or 2-D (channels, samples)."
-        )
-    return array.astype(np.float32, copy=False)
-
-
 def load_audio(source, sampling_rate: int, source_sampling_rate: int | None = None) -> np.ndarray:
     """Any audio a user holds -> one mono float32 waveform at `sampling_rate`.
 
@@ -139,7 +110,8 @@ def load_audio(source, sampling_rate: int, source_sampling_rate: int | None = No
               format FFmpeg decodes through the `ffmpeg` program;
             - `bytes` of an encoded audio file;
             - a numpy array or torch tensor: 1-D mono, or 2-D multi-channel in either `(channels, samples)` or
-              `(samples, channels)` layout; float in [-1, 1] or integer PCM (int16 is divided by 32768);
+              `(samples, channels)` layout (channels are the shorter axis); float in [-1, 1] or integer PCM (int16 is
+              divided by 32768), read as the feature extractor reads it (`to_mono_waveform`);
             - a dict `{"array" or "raw": waveform, "sampling_rate": int}` (the `datasets` audio format; a `"path"` key
               is ignored when an array is present, and read when it is not);
             - a `torchcodec` `AudioDecoder` (what `datasets` audio columns yield).
@@ -172,22 +144,22 @@ def load_audio(source, sampling_rate: int, source_sampling_rate: int | None = No
                 "An audio dict needs the waveform under 'array' (or 'raw') and its rate under 'sampling_rate', as "
                 f"`datasets` gives it; got keys {sorted(source)}."
             )
-        waveform, source_sampling_rate = _to_float_channels_last(array, name), int(source["sampling_rate"])
+        waveform, source_sampling_rate = to_mono_waveform(array, _sentence(name)), int(source["sampling_rate"])
     elif type(source).__name__ == "AudioDecoder":  # torchcodec, as yielded by `datasets` Audio columns
         samples = source.get_all_samples()
-        waveform, source_sampling_rate = _to_float_channels_last(samples.data, name), int(samples.sample_rate)
+        waveform, source_sampling_rate = to_mono_waveform(samples.data, _sentence(name)), int(samples.sample_rate)
+    elif isinstance(source, (np.ndarray, list, tuple)) or hasattr(source, "detach"):  # numpy, lists, torch tensors
+        waveform = to_mono_waveform(source, _sentence(name))
     else:
         try:
-            waveform = _to_float_channels_last(source, name)
+            waveform = to_mono_waveform(source, _sentence(name))
         except (TypeError, ValueError) as error:
             raise ValueError(
                 f"Unsupported audio input of type {type(source).__name__}: pass a file path, bytes, a numpy array or "
                 f"torch tensor, or a dict with 'array' and 'sampling_rate' ({error})."
             ) from None
 
-    if waveform.ndim == 2:
-        waveform = waveform.mean(axis=1, dtype=np.float32)
-    if waveform.size == 0:
+    if waveform.size == 0:  # decoded files are checked here; arrays already were
         raise ValueError(f"{_sentence(name)} has no samples (empty audio).")
     if not np.isfinite(waveform).all():
         raise ValueError(f"{_sentence(name)} contains NaN or infinite samples; clean or drop it.")
@@ -197,6 +169,16 @@ def load_audio(source, sampling_rate: int, source_sampling_rate: int | None = No
             waveform, orig_sr=source_sampling_rate, target_sr=sampling_rate, res_type="soxr_hq"
         )
     return np.ascontiguousarray(waveform, dtype=np.float32)
+
+
+def resolve_window(window_frames: int | None, hop_frames: int | None, max_frames: int) -> tuple[int, int]:
+    """The window and hop (in frames) of every windowed API: by default windows of the model's `max_frames`
+    (`max_position_embeddings`) with half a window of hop, as in MAEST's evaluation. A window longer than the model
+    accepts is refused."""
+    window_frames = window_frames or max_frames
+    if window_frames > max_frames:
+        raise ValueError(f"window_frames={window_frames} exceeds the model's max_position_embeddings={max_frames}.")
+    return window_frames, hop_frames or max(1, window_frames // 2)
 
 
 def chunk_spans(length: int, window: int, hop: int) -> list[tuple[int, int]]:
@@ -250,4 +232,4 @@ def frame_windows(
     ]
 
 
-__all__ = ["AudioWindow", "chunk_spans", "frame_windows", "load_audio"]
+__all__ = ["AudioWindow", "chunk_spans", "frame_windows", "load_audio", "resolve_window"]

@@ -1,4 +1,4 @@
-"""MusiCoder model configuration (Zhao & Guo, MMM 2021; see SPEC.md sections 1-3)."""
+"""MusiCoder model configuration (Zhao & Guo, MMM 2021, sections 3.1-3.3 and 4.1)."""
 
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
@@ -108,7 +108,7 @@ class MusiCoderConfig(PreTrainedConfig):
         if self.ccm_feature_blocks is None:
             self.ccm_feature_blocks = ["log_mel", "log_cqt"]
         super().__post_init__(**kwargs)
-        # Without this, `save_pretrained` would only advertise the class that was saved (SPEC section 6).
+        # Without this, `save_pretrained` would only advertise the class that was saved.
         if getattr(self, "auto_map", None) is None:
             self.auto_map = dict(AUTO_MAP)
 

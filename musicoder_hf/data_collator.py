@@ -1,11 +1,13 @@
-"""Masking for MusiCoder pre-training: Contiguous Frames Masking (CFM) and Contiguous Channels Masking (CCM).
+"""Batches of frames: padding and random crops for every training and evaluation loop, and the masking of MusiCoder
+pre-training, Contiguous Frames Masking (CFM) and Contiguous Channels Masking (CCM) (the paper's section 3.3).
 
-See SPEC.md section 3 and the paper's section 3.3. Everything here is vectorised over the batch: the number of Python
-operations does not grow with the number of spans or clips (only converting and padding the examples loops over them).
+The masking is vectorised over the batch: the number of Python operations does not grow with the number of spans or
+clips (only converting and padding the examples loops over them).
 """
 
 import math
 import os
+import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -14,6 +16,7 @@ import numpy as np
 import torch
 
 from .configuration_musicoder import MusiCoderConfig
+from .utils import derive_seed
 
 
 # Codes of `CFMSpans.policy`.
@@ -236,10 +239,48 @@ def ccm_channel_mask(bands: CCMBands, feature_size: int) -> torch.Tensor:
     return in_band.any(dim=1)
 
 
+def pad_frames(clips: Sequence[np.ndarray | torch.Tensor], pad_to_multiple_of: int | None = None) -> dict:
+    """
+    Right-pad clips of frames with zeros into one batch.
+
+    Args:
+        clips (sequence of arrays or tensors of shape `(frames, channels)`): the clips, at least one frame each.
+        pad_to_multiple_of (`int`, *optional*): pad the time axis to a multiple of this value.
+
+    Returns:
+        `dict` with `input_features` (`torch.FloatTensor` of shape `(batch_size, frames, channels)`) and
+        `attention_mask` (`torch.LongTensor` of shape `(batch_size, frames)`, 1 on the clips' frames).
+    """
+    clips = [_to_float_tensor(clip) for clip in clips]
+    lengths = torch.tensor([clip.shape[0] for clip in clips], dtype=torch.long)
+    num_frames = int(lengths.max())
+    if pad_to_multiple_of is not None:
+        num_frames = math.ceil(num_frames / pad_to_multiple_of) * pad_to_multiple_of
+    # `empty` + copy + zeroing only the tails writes each element once (zeros + copy would write it twice).
+    features = torch.empty(len(clips), num_frames, clips[0].shape[-1], dtype=torch.float32)
+    for index, clip in enumerate(clips):
+        features[index, : clip.shape[0]] = clip
+        features[index, clip.shape[0] :] = 0.0
+    attention_mask = (torch.arange(num_frames)[None, :] < lengths[:, None]).long()
+    return {"input_features": features, "attention_mask": attention_mask}
+
+
+def random_crop(frames, max_frames: int | None, *seed_parts: int):
+    """
+    `frames` cut to a random window of `max_frames` frames (unchanged when it is not longer). The start is drawn from
+    a generator seeded with `derive_seed(*seed_parts)`, e.g. (seed, epoch, example index): a resumed run crops the
+    same way.
+    """
+    if max_frames is None or len(frames) <= max_frames:
+        return frames
+    start = random.Random(derive_seed(*seed_parts)).randrange(len(frames) - max_frames + 1)
+    return frames[start : start + max_frames]
+
+
 @dataclass
 class DataCollatorForMusiCoderPreTraining:
     r"""
-    Data collator for MusiCoder masked-reconstruction pre-training (SPEC.md section 3; paper section 3.3), in the style
+    Data collator for MusiCoder masked-reconstruction pre-training (the paper's section 3.3), in the style
     of [`~transformers.DataCollatorForLanguageModeling`]: it pads a list of clips and masks them with Contiguous Frames
     Masking (CFM) and/or Contiguous Channels Masking (CCM). Its output feeds `MusiCoderForPreTraining(**batch)`.
 
@@ -340,8 +381,7 @@ class DataCollatorForMusiCoderPreTraining:
             if worker_id is None and rank == 0:
                 seed = int(self.seed)
             else:
-                entropy = [int(self.seed) & 0xFFFFFFFFFFFFFFFF, rank, 0 if worker_id is None else worker_id + 1]
-                seed = int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> 1)
+                seed = derive_seed(self.seed, rank, 0 if worker_id is None else worker_id + 1)
             self._generator = torch.Generator().manual_seed(seed)
             self._generator_owner = owner
         return self._generator
@@ -356,25 +396,14 @@ class DataCollatorForMusiCoderPreTraining:
         With [`~DataCollatorForMusiCoderPreTraining.mask`], this splits the collator in two, so a training loop can pad
         in DataLoader workers and mask on the accelerator with a generator it seeds per step (exact resume).
         """
-        clips = self._clips_from_examples(examples)
-        batch_size, feature_size = len(clips), int(self.config.feature_size)
-        valid_lengths = torch.tensor([clip.shape[0] for clip in clips], dtype=torch.long)
-        num_frames = int(valid_lengths.max())
-        if self.pad_to_multiple_of is not None:
-            num_frames = math.ceil(num_frames / self.pad_to_multiple_of) * self.pad_to_multiple_of
-
-        # `empty` + copy + zeroing only the tails writes each element once (zeros + copy would write it twice).
-        features = torch.empty(batch_size, num_frames, feature_size, dtype=torch.float32)
-        for index, clip in enumerate(clips):
-            features[index, : clip.shape[0]] = clip
-            features[index, clip.shape[0] :] = 0.0
-        # One reduction over the batch: torch.isfinite is an order of magnitude slower on CPU; NaN propagates.
-        low, high = torch.aminmax(features)
+        padded = pad_frames(self._clips_from_examples(examples), self.pad_to_multiple_of)
+        # One reduction over the batch (cheaper than torch.isfinite on CPU): NaN and inf propagate into it.
+        low, high = torch.aminmax(padded["input_features"])
         if not (math.isfinite(low) and math.isfinite(high)):
-            bad = [i for i, clip in enumerate(clips) if not bool(torch.isfinite(clip).all())]
+            bad = [i for i, length in enumerate(padded["attention_mask"].sum(dim=1).tolist())
+                   if not bool(torch.isfinite(padded["input_features"][i, :length]).all())]
             raise ValueError(f"input_features of example(s) {bad} contain NaN or infinite values.")
-        attention_mask = (torch.arange(num_frames)[None, :] < valid_lengths[:, None]).long()
-        return {"input_features": features, "attention_mask": attention_mask}
+        return padded
 
     def mask(
         self, input_features: torch.Tensor, attention_mask: torch.Tensor, generator: torch.Generator | None = None
@@ -439,7 +468,7 @@ class DataCollatorForMusiCoderPreTraining:
             rows.index_copy_(0, random_clip * num_frames + random_frame, replacement)
 
         # Padding is zero in `features`, hence in `masked`; the reconstruction mask must exclude it explicitly.
-        # Broadcast logic on uint8 is vectorised where bool is not (~6x faster here); 0/1 bytes are valid bools.
+        # Broadcast logic on uint8 is vectorised where bool is not; 0/1 bytes are valid bools.
         reconstruction_mask = (
             (selected_frames.to(torch.uint8)[..., None] | zero_channels.to(torch.uint8)[:, None, :])
             & frame_is_valid.to(torch.uint8)[..., None]
@@ -501,6 +530,8 @@ __all__ = [
     "ccm_channel_mask",
     "cfm_frame_policy",
     "cfm_span_length_distribution",
+    "pad_frames",
+    "random_crop",
     "sample_ccm_bands",
     "sample_cfm_spans",
 ]

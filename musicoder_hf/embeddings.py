@@ -22,7 +22,8 @@ import torch
 from transformers import AutoFeatureExtractor, AutoModel
 from transformers.utils import ModelOutput
 
-from .audio import frame_windows, load_audio
+from .audio import chunk_spans, frame_windows, load_audio, resolve_window
+from .data_collator import pad_frames
 
 
 @dataclass
@@ -45,6 +46,75 @@ class MusiCoderEmbeddingOutput(ModelOutput):
     embeddings: torch.FloatTensor | None = None
     timestamps: torch.FloatTensor | None = None
     layers: tuple[int, ...] | None = None
+
+
+class _WindowPooling:
+    """Combines the hidden states of the overlapping windows of one clip: a time step covered by k windows gets 1/k of
+    each window's hidden state, and the clip embedding (`pooling="mean"`) is the mean over time steps, so overlaps
+    are not counted twice."""
+
+    def __init__(self, spans: Sequence[tuple[int, int]], num_layers: int, hidden_size: int, pooling: str | None):
+        self.num_frames = max(stop for _, stop in spans)
+        coverage = torch.zeros(self.num_frames)
+        for first, stop in spans:
+            coverage[first:stop] += 1
+        self.weights = 1.0 / coverage
+        self.pooling = pooling
+        shape = (num_layers, hidden_size) if pooling == "mean" else (num_layers, self.num_frames, hidden_size)
+        self.sums = torch.zeros(shape)
+
+    def add(self, first: int, stop: int, hidden: torch.Tensor) -> None:
+        """`hidden` `(num_layers, >= stop - first, hidden_size)`: one window's hidden states (padding is cut)."""
+        weighted = hidden[:, : stop - first] * self.weights[first:stop, None]
+        if self.pooling == "mean":
+            self.sums += weighted.sum(dim=1)
+        else:
+            self.sums[:, first:stop] += weighted
+
+    def result(self) -> torch.Tensor:
+        return self.sums / self.num_frames if self.pooling == "mean" else self.sums
+
+
+@torch.no_grad()
+def mean_pooled_hidden_states(
+    encoder,
+    clips: Sequence[np.ndarray | torch.Tensor],
+    window_frames: int | None = None,
+    hop_frames: int | None = None,
+    batch_size: int = 8,
+) -> np.ndarray:
+    """
+    Every hidden state of an encoder, mean-pooled over time, for clips that are already featurised.
+
+    Clips are windowed as [`MusiCoderEmbedder`] and the pipeline window audio (see `audio.resolve_window`), and the
+    windows are combined in the same way; the clips' frames are used as given (no feature extraction).
+
+    Args:
+        encoder (`MusiCoderModel`): the encoder (in eval mode for deterministic outputs).
+        clips (sequence of `(frames, feature_size)` arrays or tensors): featurised clips of any length.
+        window_frames, hop_frames (`int`, *optional*): window and hop in frames (default: the model's window, half
+            a window).
+        batch_size (`int`, *optional*, defaults to 8): windows per forward pass.
+
+    Returns:
+        `np.ndarray` of shape `(num_clips, num_hidden_layers + 1, hidden_size)` (float32); index 0 of the second axis
+        is the input embedding.
+    """
+    config = encoder.config
+    window_frames, hop_frames = resolve_window(window_frames, hop_frames, config.max_position_embeddings)
+    clips = [torch.as_tensor(np.asarray(clip), dtype=torch.float32) for clip in clips]
+    spans = [chunk_spans(len(clip), window_frames, hop_frames) for clip in clips]
+    pools = [_WindowPooling(s, config.num_hidden_layers + 1, config.hidden_size, "mean") for s in spans]
+    jobs = [(index, first, stop) for index, clip_spans in enumerate(spans) for first, stop in clip_spans]
+    device = encoder.device
+    for first_job in range(0, len(jobs), batch_size):
+        batch = jobs[first_job : first_job + batch_size]
+        inputs = pad_frames([clips[index][first:stop] for index, first, stop in batch])
+        outputs = encoder(**{key: value.to(device) for key, value in inputs.items()}, output_hidden_states=True)
+        hidden = torch.stack(outputs.hidden_states, dim=1).float().cpu()
+        for row, (index, first, stop) in enumerate(batch):
+            pools[index].add(first, stop, hidden[row])
+    return torch.stack([pool.result() for pool in pools]).numpy()
 
 
 class MusiCoderEmbedder:
@@ -70,13 +140,9 @@ class MusiCoderEmbedder:
     ):
         self.encoder = model.base_model.eval()
         self.feature_extractor = feature_extractor
-        max_frames = self.encoder.config.max_position_embeddings
-        self.window_frames = window_frames or max_frames
-        if self.window_frames > max_frames:
-            raise ValueError(
-                f"window_frames={self.window_frames} exceeds the model's max_position_embeddings={max_frames}."
-            )
-        self.hop_frames = hop_frames or max(1, self.window_frames // 2)
+        self.window_frames, self.hop_frames = resolve_window(
+            window_frames, hop_frames, self.encoder.config.max_position_embeddings
+        )
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}.")
         self.batch_size = batch_size
@@ -141,17 +207,10 @@ class MusiCoderEmbedder:
             frame_windows(len(w), extractor.hop_length, extractor.n_fft, self.window_frames, self.hop_frames)
             for w in waveforms
         ]
-        totals = [plan[-1].stop_frame for plan in plans]
-        # A time step covered by k windows gets 1/k of each window's embedding.
-        weights = []
-        for plan, total in zip(plans, totals):
-            coverage = np.zeros(total, dtype=np.float32)
-            for window in plan:
-                coverage[window.first_frame : window.stop_frame] += 1
-            weights.append(torch.from_numpy(1.0 / coverage))
-        shape = (len(layers), self.hidden_size) if pooling == "mean" else None
-        sums = [torch.zeros(shape or (len(layers), total, self.hidden_size)) for total in totals]
-
+        pools = [
+            _WindowPooling([(w.first_frame, w.stop_frame) for w in plan], len(layers), self.hidden_size, pooling)
+            for plan in plans
+        ]
         jobs = [(index, window) for index, plan in enumerate(plans) for window in plan]
         device, dtype = self.encoder.device, self.encoder.dtype
         for first in range(0, len(jobs), self.batch_size):
@@ -168,19 +227,17 @@ class MusiCoderEmbedder:
             )
             hidden = torch.stack([outputs.hidden_states[layer] for layer in layers], dim=1).float().cpu()
             for row, (index, window) in enumerate(batch):
-                frames = window.stop_frame - window.first_frame
-                weighted = hidden[row, :, :frames] * weights[index][window.first_frame : window.stop_frame, None]
-                if pooling == "mean":
-                    sums[index] += weighted.sum(dim=1)
-                else:
-                    sums[index][:, window.first_frame : window.stop_frame] += weighted
+                pools[index].add(window.first_frame, window.stop_frame, hidden[row])
 
         results = []
-        for index, total in enumerate(totals):
-            embeddings = sums[index] / total if pooling == "mean" else sums[index]
-            timestamps = torch.arange(total, dtype=torch.float32) * extractor.hop_length / extractor.sampling_rate
-            results.append(MusiCoderEmbeddingOutput(embeddings=embeddings, timestamps=timestamps, layers=layers))
+        for pool in pools:
+            timestamps = torch.arange(pool.num_frames, dtype=torch.float32) * extractor.hop_length
+            results.append(
+                MusiCoderEmbeddingOutput(
+                    embeddings=pool.result(), timestamps=timestamps / extractor.sampling_rate, layers=layers
+                )
+            )
         return results[0] if single else results
 
 
-__all__ = ["MusiCoderEmbedder", "MusiCoderEmbeddingOutput"]
+__all__ = ["MusiCoderEmbedder", "MusiCoderEmbeddingOutput", "mean_pooled_hidden_states"]

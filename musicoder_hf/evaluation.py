@@ -12,15 +12,25 @@ import evaluate
 import numpy as np
 import torch
 
-from .audio import chunk_spans
+from .audio import chunk_spans, resolve_window
+from .data_collator import pad_frames
 
 METRICS_DIR = Path(__file__).parent / "metrics"
+# metric name -> (module folder under METRICS_DIR, config name)
+SHIPPED_METRICS = {
+    "accuracy": ("accuracy", None),
+    "roc_auc_macro": ("auc_macro", "roc_auc_macro"),
+    "pr_auc_macro": ("auc_macro", "pr_auc_macro"),
+}
 
 
 @cache
 def load_metric(name: str) -> evaluate.EvaluationModule:
     """One of the shipped metrics: "accuracy", "roc_auc_macro" or "pr_auc_macro"."""
-    return evaluate.load(str(METRICS_DIR / name))
+    if name not in SHIPPED_METRICS:
+        raise ValueError(f"Unknown metric {name!r}; the shipped metrics are {sorted(SHIPPED_METRICS)}.")
+    folder, config_name = SHIPPED_METRICS[name]
+    return evaluate.load(str(METRICS_DIR / folder), config_name=config_name)
 
 
 def compute_metrics(logits: np.ndarray, references: np.ndarray, problem_type: str) -> dict[str, float]:
@@ -55,13 +65,12 @@ def predict_logits(
 ) -> np.ndarray:
     """Clip logits from a sequence-classification model, for clips of any length.
 
-    Each clip (frames x 324, from the feature extractor) is cut into chunks of at most `window` frames (default: the
-    model's `max_position_embeddings`) with `hop` (default: half a window); the clip's logits are the mean of its
-    chunks' logits. Chunks of all clips are batched together, padded and masked, so peak memory depends on
-    `batch_size x window`, not on the clip length.
+    Each clip (frames x 324, from the feature extractor) is cut into chunks as the pipeline cuts audio (see
+    `audio.resolve_window`: by default windows of the model's `max_position_embeddings` frames, hop half a window);
+    the clip's logits are the mean of its chunks' logits. Chunks of all clips are batched together, padded and masked,
+    so peak memory depends on `batch_size x window`, not on the clip length.
     """
-    window = window or model.config.max_position_embeddings
-    hop = hop or max(1, window // 2)
+    window, hop = resolve_window(window, hop, model.config.max_position_embeddings)
     device = next(model.parameters()).device
     chunks, owners = [], []
     for index, clip in enumerate(clips):
@@ -73,14 +82,8 @@ def predict_logits(
     model.eval()
     chunk_logits = []
     for first in range(0, len(chunks), batch_size):
-        batch = chunks[first : first + batch_size]
-        longest = max(len(chunk) for chunk in batch)
-        features = torch.zeros(len(batch), longest, batch[0].shape[-1])
-        attention_mask = torch.zeros(len(batch), longest, dtype=torch.long)
-        for row, chunk in enumerate(batch):
-            features[row, : len(chunk)] = chunk
-            attention_mask[row, : len(chunk)] = 1
-        logits = model(input_features=features.to(device), attention_mask=attention_mask.to(device)).logits
+        batch = pad_frames(chunks[first : first + batch_size])
+        logits = model(**{key: value.to(device) for key, value in batch.items()}).logits
         chunk_logits.append(logits.float().cpu())
     model.train(was_training)
     chunk_logits = torch.cat(chunk_logits)

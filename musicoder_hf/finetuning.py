@@ -1,4 +1,4 @@
-"""Fine-tune MusiCoder for single-label classification or multi-label tagging with Accelerate (SPEC section 4).
+"""Fine-tune MusiCoder for single-label classification or multi-label tagging with Accelerate.
 
 `training/finetune.py` is the command line. Data: any labeled audio folder that `load_labeled_dataset` reads (our
 tasks, or a user's folder with label subfolders or a CSV), featurised once and cached; or an already featurised
@@ -8,9 +8,6 @@ tasks, or a user's folder with label subfolders or a CSV), featurised once and c
 import itertools
 import json
 import logging
-import os
-import random
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,12 +22,14 @@ from transformers import get_linear_schedule_with_warmup
 
 from .configuration_musicoder import MusiCoderConfig
 from .data.features import featurize_dataset
-from .data.labeled import label_info, load_labeled_dataset, to_multi_hot
+from .data.labeled import LabelInfo, label_info, load_labeled_dataset, to_multi_hot
+from .data_collator import pad_frames, random_crop
 from .evaluation import aggregate_by_group, compute_metrics, predict_logits
 from .feature_extraction_musicoder import MusiCoderFeatureExtractor
 from .modeling_musicoder import MusiCoderForSequenceClassification
 from .pretraining import parse_overrides
-from .training_utils import build_accelerator, check_finite_loss, clip_and_check_gradients, step_seed, write_json
+from .training_utils import build_accelerator, check_finite_loss, clip_and_check_gradients
+from .utils import atomic_directory, derive_seed, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -89,12 +88,6 @@ class FinetuningArguments:
     cpu: bool = False
 
 
-def label_schema(dataset) -> tuple[str, str, list[str]]:
-    """(label column, problem_type, class names) of a labeled dataset, from its ClassLabel features."""
-    info = label_info(dataset)
-    return info.label_column, info.problem_type, info.names
-
-
 def load_featurised(data_dir: str, num_proc: int | None = None) -> DatasetDict:
     if (Path(data_dir) / "dataset_dict.json").exists():
         return load_from_disk(data_dir)
@@ -109,26 +102,15 @@ class CropCollate:
         self.max_frames, self.seed, self.epoch = max_frames, seed, 0
 
     def __call__(self, examples):
-        clips = []
-        for example in examples:
-            clip = np.asarray(example["input_features"], dtype=np.float32)
-            if self.max_frames and len(clip) > self.max_frames:
-                start = random.Random(step_seed(self.seed, self.epoch, int(example["example_index"]))).randrange(
-                    len(clip) - self.max_frames + 1
-                )
-                clip = clip[start : start + self.max_frames]
-            clips.append(clip)
-        longest = max(len(clip) for clip in clips)
-        features = torch.zeros(len(clips), longest, clips[0].shape[1])
-        attention_mask = torch.zeros(len(clips), longest, dtype=torch.long)
-        for row, clip in enumerate(clips):
-            features[row, : len(clip)] = torch.from_numpy(clip)
-            attention_mask[row, : len(clip)] = 1
+        batch = pad_frames([
+            random_crop(example["input_features"], self.max_frames, self.seed, self.epoch, int(example["example_index"]))
+            for example in examples
+        ])
         if self.multi_label:
             labels = torch.tensor([to_multi_hot(example[self.label_column], self.num_labels) for example in examples])
         else:
             labels = torch.tensor([int(example[self.label_column]) for example in examples])
-        return {"input_features": features, "attention_mask": attention_mask, "labels": labels}
+        return {**batch, "labels": labels}
 
 
 def references_of(dataset, label_column: str, num_labels: int, multi_label: bool) -> np.ndarray:
@@ -174,10 +156,10 @@ def build_model(args: FinetuningArguments, names: list[str], problem_type: str, 
     return model
 
 
-def train_one(args, accelerator, data, schema, hyper, leader: dict) -> dict:
+def train_one(args, accelerator, data, info: LabelInfo, hyper, leader: dict) -> dict:
     """Train with one hyper-parameter setting. Whenever an epoch beats `leader["score"]` (the best validation score of
     all runs so far), the model is saved to `output_dir/best`: only one model is ever kept on disk."""
-    label_column, problem_type, names = schema
+    label_column, problem_type, names = info.label_column, info.problem_type, info.names
     multi_label = problem_type == "multi_label_classification"
     metric = args.metric_for_best_model or ("pr_auc_macro" if multi_label else "accuracy")
     set_seed(args.seed)
@@ -207,7 +189,7 @@ def train_one(args, accelerator, data, schema, hyper, leader: dict) -> dict:
         # disable=None: no bar where stderr is not a terminal (a log file would get every refresh)
         for batch in tqdm(loader, desc=f"epoch {epoch + 1}/{num_epochs}",
                           disable=None if accelerator.is_main_process else True, leave=False):
-            torch.manual_seed(step_seed(args.seed, epoch, step, accelerator.process_index))
+            torch.manual_seed(derive_seed(args.seed, epoch, step, accelerator.process_index))
             loss = model(**batch).loss
             check_finite_loss(accelerator, loss, step)
             accelerator.backward(loss)
@@ -240,14 +222,10 @@ def train_one(args, accelerator, data, schema, hyper, leader: dict) -> dict:
 
 
 def save_atomically(model, folder: Path):
-    temporary = folder.with_name(folder.name + ".tmp")
-    if temporary.exists():
-        shutil.rmtree(temporary)
-    model.save_pretrained(temporary, safe_serialization=True)
-    MusiCoderFeatureExtractor().save_pretrained(temporary)
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(temporary, folder)
+    """Save the model and its feature extractor so that `folder` is always a whole checkpoint, old or new."""
+    with atomic_directory(folder) as temporary:
+        model.save_pretrained(temporary)
+        MusiCoderFeatureExtractor().save_pretrained(temporary)
 
 
 def grid_points(args: FinetuningArguments) -> list[dict]:
@@ -264,24 +242,31 @@ def grid_points(args: FinetuningArguments) -> list[dict]:
     return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
 
 
+def train_grid(args: FinetuningArguments, accelerator, data, info: LabelInfo) -> tuple[list[dict], dict]:
+    """Train every point of `grid_points(args)`; the best epoch of all runs on validation is saved to
+    `output_dir/best`. Returns the runs and `leader` (its `run` index, `epoch` and validation `score`)."""
+    runs, leader = [], {"score": float("-inf"), "run": None, "epoch": None}
+    for index, hyper in enumerate(grid_points(args)):
+        logger.info("Run %d: %s", index, hyper)
+        leader["current"] = index
+        runs.append(train_one(args, accelerator, data, info, hyper, leader))
+    if leader["run"] is None:
+        raise RuntimeError(f"No run produced a finite validation score; nothing was saved in {args.output_dir}.")
+    return runs, leader
+
+
 def finetune(args: FinetuningArguments) -> dict:
     """Fine-tune (over the grid if asked), keep the best model on validation, score it on test; returns metrics."""
     started = time.time()
     output_dir = Path(args.output_dir)
     accelerator = build_accelerator(args.output_dir, args.mixed_precision, 1, args.report_to, args.cpu)
     data = load_featurised(args.data_dir, args.num_proc)
-    schema = label_schema(data[args.train_split])
-    label_column, problem_type, names = schema
+    info = label_info(data[args.train_split])
+    label_column, problem_type, names = info.label_column, info.problem_type, info.names
     if args.validation_split not in data:
         raise ValueError(f"No {args.validation_split!r} split in {args.data_dir}: model selection needs one.")
 
-    runs, leader = [], {"score": float("-inf"), "run": None, "epoch": None}
-    for index, hyper in enumerate(grid_points(args)):
-        logger.info("Run %d: %s", index, hyper)
-        leader["current"] = index
-        runs.append(train_one(args, accelerator, data, schema, hyper, leader))
-    if leader["run"] is None:
-        raise RuntimeError("No run produced a finite validation score; nothing was saved.")
+    runs, leader = train_grid(args, accelerator, data, info)
     best_run = runs[leader["run"]]
 
     metrics = {

@@ -11,7 +11,8 @@ from transformers import AutoConfig
 from .feature_extraction_musicoder import MusiCoderFeatureExtractor
 from .modeling_musicoder import MusiCoderForPreTraining, MusiCoderForSequenceClassification, MusiCoderModel
 
-DEFAULT_TEMPLATE = Path(__file__).resolve().parent.parent / "model_cards" / "template.md"
+# Shipped as package data (pyproject.toml), so installed copies find it too.
+DEFAULT_TEMPLATE = Path(__file__).resolve().parent / "templates" / "model_card.md"
 METRIC_NAMES = {"accuracy": "Accuracy", "roc_auc_macro": "ROC-AUC (macro)", "pr_auc_macro": "PR-AUC (macro)"}
 MODEL_CLASSES = {cls.__name__: cls for cls in (MusiCoderModel, MusiCoderForPreTraining, MusiCoderForSequenceClassification)}
 

@@ -209,22 +209,15 @@ class MusiCoderPreTrainedModel(PreTrainedModel):
             kwargs["use_safetensors"] = True
         output_loading_info = kwargs.pop("output_loading_info", False)
         ignore_mismatched_sizes = kwargs.pop("ignore_mismatched_sizes", False)
-        try:
-            # Size mismatches are judged below (with a clearer message than transformers' bare RuntimeError).
-            model, loading_info = super().from_pretrained(
-                pretrained_model_name_or_path,
-                *model_args,
-                output_loading_info=True,
-                ignore_mismatched_sizes=True,
-                **kwargs,
-            )
-        except OSError as error:
-            if "cannot be loaded with `safetensors`" not in str(error):
-                raise
-            raise OSError(
-                f"{pretrained_model_name_or_path} has no model.safetensors (or sharded safetensors index). "
-                f"{cls._SAFETENSORS_ONLY}"
-            ) from error
+        # Size mismatches are judged below (with a clearer message than transformers' bare RuntimeError). A Hub
+        # repository without safetensors weights fails inside transformers, which names the missing file.
+        model, loading_info = super().from_pretrained(
+            pretrained_model_name_or_path,
+            *model_args,
+            output_loading_info=True,
+            ignore_mismatched_sizes=True,
+            **kwargs,
+        )
         model._check_weights_match_config(pretrained_model_name_or_path, loading_info, ignore_mismatched_sizes)
         return (model, loading_info) if output_loading_info else model
 
@@ -346,7 +339,7 @@ class MusiCoderModel(MusiCoderPreTrainedModel):
 
     # Loading the encoder of a fine-tuned or pre-training checkpoint (e.g. for embeddings) drops its head quietly.
     _keys_to_ignore_on_load_unexpected = [
-        r"^classifier\.", r"^projector\.", r"^layer_weights$", r"^reconstruction_head\."
+        r"^classifier\.", r"^layer_weights$", r"^reconstruction_head\."
     ]
 
     def __init__(self, config: MusiCoderConfig):

@@ -1,4 +1,4 @@
-"""The paper's optimiser and learning-rate schedule (SPEC section 3, paper eq. 4)."""
+"""The paper's optimiser and learning-rate schedule (paper section 4.2, eq. 4)."""
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR

@@ -1,4 +1,4 @@
-"""MusiCoder masked-reconstruction pre-training with Accelerate (SPEC section 3).
+"""MusiCoder masked-reconstruction pre-training (CFM + CCM) with Accelerate.
 
 `training/pretrain.py` is the command line; this module is the loop, importable so that tests and users can run it
 in-process (e.g. under `accelerate.debug_launcher`). Data: a featurised `DatasetDict` saved with `save_to_disk` (see
@@ -12,7 +12,6 @@ one, and reaches the same weights.
 
 import json
 import logging
-import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,18 +25,12 @@ from tqdm.auto import tqdm
 
 from .checkpointing import latest_checkpoint, load_checkpoint, remove_incomplete_checkpoints, save_checkpoint
 from .configuration_musicoder import MusiCoderConfig
-from .data_collator import DataCollatorForMusiCoderPreTraining
+from .data_collator import DataCollatorForMusiCoderPreTraining, random_crop
 from .feature_extraction_musicoder import MusiCoderFeatureExtractor
 from .modeling_musicoder import MusiCoderForPreTraining
 from .optimization import create_noam_optimizer_and_schedule
-from .training_utils import (
-    build_accelerator,
-    check_finite_loss,
-    clip_and_check_gradients,
-    step_seed,
-    total_optimizer_steps,
-    write_json,
-)
+from .training_utils import build_accelerator, check_finite_loss, clip_and_check_gradients, total_optimizer_steps
+from .utils import derive_seed, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -104,15 +97,11 @@ class CropAndPad:
         self.epoch = 0
 
     def __call__(self, examples):
-        clips = []
-        for example in examples:
-            features = example["input_features"]
-            if self.max_frames is not None and len(features) > self.max_frames:
-                rng = random.Random(step_seed(self.seed, self.epoch, int(example["example_index"])))
-                start = rng.randrange(len(features) - self.max_frames + 1)
-                features = features[start : start + self.max_frames]
-            clips.append({"input_features": features})
-        return self.collator.pad(clips)
+        return self.collator.pad([
+            {"input_features": random_crop(example["input_features"], self.max_frames, self.seed, self.epoch,
+                                           int(example["example_index"]))}
+            for example in examples
+        ])
 
 
 def pretrain(args: PretrainingArguments) -> dict:
@@ -187,7 +176,7 @@ def pretrain(args: PretrainingArguments) -> dict:
         model.eval()
         total, count = torch.zeros((), device=accelerator.device), torch.zeros((), device=accelerator.device)
         for index, batch in enumerate(eval_loader):
-            generator = torch.Generator(accelerator.device).manual_seed(step_seed(args.seed, -1, index))
+            generator = torch.Generator(accelerator.device).manual_seed(derive_seed(args.seed, -1, index))
             masked = collator.mask(batch["input_features"], batch["attention_mask"], generator=generator)
             with torch.no_grad():
                 loss = model(**masked).loss
@@ -213,7 +202,7 @@ def pretrain(args: PretrainingArguments) -> dict:
             loader = accelerator.skip_first_batches(train_loader, state["batch_in_epoch"])
         for batch in loader:
             batch = {key: value.to(accelerator.device) for key, value in batch.items()}
-            batch_seed = step_seed(args.seed, state["epoch"], state["batch_in_epoch"], accelerator.process_index)
+            batch_seed = derive_seed(args.seed, state["epoch"], state["batch_in_epoch"], accelerator.process_index)
             generator = torch.Generator(accelerator.device).manual_seed(batch_seed)
             masked = collator.mask(batch["input_features"], batch["attention_mask"], generator=generator)
             torch.manual_seed(batch_seed)  # dropout too depends only on (seed, epoch, batch, process): exact resume

@@ -1,24 +1,14 @@
 """Pieces shared by the pre-training and fine-tuning loops (Accelerate)."""
 
-import hashlib
 import importlib.util
-import json
 import logging
 import math
-import os
-from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration
 
 logger = logging.getLogger(__name__)
-
-
-def step_seed(*parts: int) -> int:
-    """A 63-bit seed derived from integers (seed, epoch, batch, rank): the same inputs always give the same masks."""
-    digest = hashlib.sha256(",".join(str(int(p)) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def available_trackers(report_to: str) -> list[str]:
@@ -73,16 +63,6 @@ def clip_and_check_gradients(accelerator: Accelerator, model: torch.nn.Module, m
             "before the update and before writing a poisoned checkpoint. The last good checkpoint is kept; lower the "
             "learning rate (or its scale) or enable gradient clipping, then rerun with --resume."
         )
-
-
-def write_json(path: str | os.PathLike, payload) -> None:
-    """Write JSON atomically (temp file + rename), so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    with open(temporary, "w") as handle:
-        json.dump(payload, handle, indent=2, default=str)
-    os.replace(temporary, path)
 
 
 def total_optimizer_steps(max_steps: int, num_epochs: float, batches_per_epoch: int | None, accumulation: int) -> int:

@@ -11,6 +11,7 @@ from test_hub_integration import LABELS, SAMPLING_RATE, direct_scores, music_lik
 from transformers import pipeline
 
 from musicoder_hf.audio import frame_windows, load_audio
+from musicoder_hf.feature_extraction_musicoder import to_mono_waveform
 
 requires_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="the ffmpeg program is not installed")
 
@@ -86,6 +87,35 @@ def test_integer_pcm_float64_and_tensors(dtype, classifier):
     assert load_audio(converted, SAMPLING_RATE) == pytest.approx(clip.astype(np.float32), abs=1e-7)
     assert scores(classifier(converted, top_k=None)) == pytest.approx(
         scores(classifier(clip.astype(np.float32), top_k=None)), abs=1e-6
+    )
+
+
+@pytest.mark.parametrize("layout", ["channels_first", "channels_last"])
+@pytest.mark.parametrize("kind", ["int16", "uint8", "float64", "int16_tensor", "bfloat16_tensor"])
+def test_load_audio_reads_arrays_as_the_feature_extractor_does(kind, layout, classifier_folder):
+    # One conversion (`to_mono_waveform`) for both: integer PCM (tensors included) scaled to [-1, 1], channels on the
+    # shorter axis averaged.
+    _, _, feature_extractor = classifier_folder
+    clip = music_like_clip(seconds=1.0)
+    stereo = np.stack([clip, 0.5 * clip])
+    if kind.startswith("int16"):
+        audio = np.round(stereo * 32767).astype(np.int16)
+    elif kind == "uint8":
+        audio = np.round(stereo * 127 + 128).astype(np.uint8)
+    else:
+        audio = stereo.astype(np.float64)
+    audio = audio if layout == "channels_first" else audio.T
+    if kind == "int16_tensor":
+        audio = torch.from_numpy(np.ascontiguousarray(audio))
+    elif kind == "bfloat16_tensor":
+        audio = torch.from_numpy(np.ascontiguousarray(audio)).to(torch.bfloat16)
+    waveform = load_audio(audio, SAMPLING_RATE)
+    assert waveform.dtype == np.float32 and waveform.shape == clip.shape
+    np.testing.assert_array_equal(waveform, to_mono_waveform(audio))
+    np.testing.assert_allclose(waveform, 0.75 * clip, atol=2e-2 if kind in ("uint8", "bfloat16_tensor") else 1e-4)
+    np.testing.assert_array_equal(
+        feature_extractor(audio, sampling_rate=SAMPLING_RATE)["input_features"][0],
+        feature_extractor(waveform, sampling_rate=SAMPLING_RATE)["input_features"][0],
     )
 
 
@@ -170,6 +200,8 @@ def test_directory_instead_of_file(classifier, tmp_path):
         (np.zeros(1000, dtype=np.float32), "too short: 1000 samples"),
         (np.zeros((16, SAMPLING_RATE), dtype=np.float32), "16 channels"),
         (np.array(["a", "b"]), "dtype <U1"),
+        (np.zeros(SAMPLING_RATE, dtype=np.int64), "dtype int64, which is not a PCM format"),
+        (np.zeros((2, 3, SAMPLING_RATE), dtype=np.float32), r"shape \(2, 3, 44100\)"),
         ({"array": np.zeros(SAMPLING_RATE)}, "'sampling_rate'"),
     ],
     ids=[
@@ -179,6 +211,8 @@ def test_directory_instead_of_file(classifier, tmp_path):
         "shorter_than_one_window",
         "batch_stacked_as_channels",
         "strings",
+        "int64_is_not_pcm",
+        "three_dimensions",
         "dict_without_rate",
     ],
 )

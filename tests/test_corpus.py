@@ -1,4 +1,4 @@
-"""The pre-training corpus builder (musicoder_hf.data.corpus) on a tiny real build and on synthetic packages.
+"""The pre-training corpus builder (musicoder_hf.builders.corpus) on a tiny real build and on synthetic packages.
 
 The real build fetches one small Debian package (singularity-music, 51 MB) with `apt-get download` into the repo's
 `.cache/corpus/` (gitignored, reused by later runs) and cuts about 3 minutes of clips from it.
@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from musicoder_hf.data import corpus
-from musicoder_hf.data.corpus import build_corpus, clip_plan, licence_for_track, licence_from_text
+from musicoder_hf.builders import corpus
+from musicoder_hf.builders.corpus import build_corpus, clip_plan, licence_for_track, licence_from_text
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / ".cache" / "corpus"
@@ -213,7 +213,7 @@ def test_killed_build_stops_its_workers_and_resumes(tiny, tmp_path):
     output_dir = tmp_path / "killed"
     args = ["--output_dir", str(output_dir), "--minutes", "6", "--packages", PACKAGE, "--cache_dir", str(CACHE),
             "--num_workers", "2", "--no_progress"]
-    code = "import sys; from musicoder_hf.data.corpus import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from musicoder_hf.builders.corpus import main; sys.exit(main(sys.argv[1:]))"
     proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     deadline = time.time() + 120
@@ -271,7 +271,7 @@ def test_growing_minutes_reuses_the_small_build(tiny, tmp_path):
 
 @needs_debian
 def test_cli_and_param_guard(tiny, tmp_path, capsys):
-    from musicoder_hf.data.cli import main as cli_main
+    from musicoder_hf.builders.cli import main as cli_main
 
     output_dir = _copy(tiny, tmp_path)
     args = ["build-corpus", "--output_dir", str(output_dir), "--minutes", "3", "--packages", PACKAGE,
@@ -487,3 +487,51 @@ def test_minutes_sampler_spreads_over_packages_and_tracks():
     # the first packages are the small downloads
     assert next(iter(corpus.PACKAGES)) == "singularity-music"
     assert list(corpus._round_robin([[1, 2, 3], ["a"], ["x", "y"]])) == [1, "a", "x", 2, "y", 3]
+
+
+def test_clip_boundaries_and_track_order_are_those_of_earlier_builds():
+    # Pinned values: a corpus built before stays valid (resume reuses its clips) only while these do not change.
+    assert clip_plan("singularity-music/track", 120 * 44100, 44100, seed=0) == [
+        (0, 961478), (961478, 820664), (1782142, 760781), (2542923, 1270075), (3812998, 652452), (4465450, 826550),
+    ]
+    assert corpus.derive_seed("singularity-music", bits=64) == 382457017726540583
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The command line (one convention: HfArgumentParser, exit 0 / 2 bad usage / 1 failure)
+
+
+def _exit_status(main, argv) -> int:
+    try:
+        return main(argv)
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else 1
+
+
+@pytest.mark.parametrize("command", ["build-corpus", "build-tasks", "featurize"])
+def test_cli_help_and_bad_options(command, capsys):
+    from musicoder_hf.builders.cli import main as cli_main
+
+    assert _exit_status(cli_main, [command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert f"musicoder-data {command}" in out and "--output_dir" in out
+    required = ["--input_dir", "in", "--output_dir", "out"] if command == "featurize" else []
+    assert _exit_status(cli_main, [command, *required, "--no_such_option", "1"]) == 2
+    assert "unrecognized arguments: --no_such_option 1" in capsys.readouterr().err
+
+
+def test_cli_dispatcher(capsys):
+    from musicoder_hf.builders.cli import main as cli_main
+
+    for argv in (["--help"], ["-h"]):
+        assert _exit_status(cli_main, argv) == 0
+        out = capsys.readouterr().out
+        assert all(name in out for name in ("build-corpus", "build-tasks", "featurize"))
+    for argv in ([], ["build-everything"], ["--output_dir", "x"]):
+        assert _exit_status(cli_main, argv) == 2
+        err = capsys.readouterr().err
+        assert "build-corpus" in err and "build-tasks" in err and "featurize" in err
+    assert _exit_status(corpus.main, ["--list_packages"]) == 0
+    assert "singularity-music" in capsys.readouterr().out
+    assert _exit_status(corpus.main, ["--minutes", "many"]) == 2
+    assert "invalid float value: 'many'" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Tests of the CFM/CCM pre-training collator against SPEC.md section 3 (paper section 3.3)."""
+"""Tests of the CFM/CCM pre-training collator against the specification (paper section 3.3)."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""The paper-table experiment (musicoder_hf.experiments) end to end on tiny synthetic data: every row, the same folds
+"""The paper-table experiment (training/experiments.py) end to end on tiny synthetic data: every row, the same folds
 for every row, per-layer probes, and a rerun with the same seed giving the same numbers."""
 
 import json
@@ -10,7 +10,7 @@ import torch
 from datasets import Array2D, ClassLabel, Dataset, DatasetDict, Features, List, Value
 
 from musicoder_hf import MusiCoderFeatureExtractor
-from musicoder_hf.experiments import (
+from training.experiments import (
     MUSICODER_ROWS,
     PROBE_ENCODERS,
     ROWS,
@@ -175,7 +175,7 @@ def test_default_scale_is_the_same_for_every_musicoder_row():
 def test_pretrainings_are_reused_only_for_the_same_corpus_and_never_resumed_from_another(tmp_path):
     from safetensors.torch import load_file
 
-    from musicoder_hf.experiments import PRETRAINING_VARIANTS, JobRunner, pretrain_variants
+    from training.experiments import PRETRAINING_VARIANTS, JobRunner, pretrain_variants
 
     corpus = synthetic_data()["corpus"]
     corpus_dir, output_dir = tmp_path / "corpus", tmp_path / "runs"

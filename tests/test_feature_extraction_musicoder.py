@@ -6,6 +6,7 @@ import os
 import random
 import tempfile
 import unittest
+from pathlib import Path
 
 import librosa
 import numpy as np
@@ -50,7 +51,7 @@ def music_signal(seconds=3.0, seed=0, sr=SR):
 
 
 def reference_features(y):
-    """Direct librosa computation of SPEC section 1 (written independently of the extractor; literal constants)."""
+    """Direct librosa computation of the paper's features (written independently of the extractor; literal constants)."""
     power = np.abs(librosa.stft(y, n_fft=2048, hop_length=1024, window="hamming", center=True)) ** 2
     chroma = librosa.feature.chroma_stft(S=power, sr=SR, tuning=0.0, n_chroma=12)
     mel = librosa.feature.melspectrogram(S=power, sr=SR, n_mels=128)
@@ -384,13 +385,19 @@ def test_return_tensors_pt(fe, music):
     assert out["attention_mask"].sum(dim=1).tolist() == [5, 9]
 
 
-def test_module_is_self_contained_for_remote_code():
-    # The file is copied next to checkpoints for `trust_remote_code=True`: it must not import the rest of the package.
-    tree = ast.parse(open(fe_module.__file__).read())
-    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-    imported |= {node.module or "." for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 0}
-    relative = [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level > 0]
-    assert not relative
-    standard_library = {"concurrent", "dataclasses", "functools", "math", "warnings"}
+def test_modules_travel_with_checkpoints_for_remote_code():
+    # `save_pretrained` copies the extractor's file, and the flat sibling modules it imports relatively, next to a
+    # checkpoint for `trust_remote_code=True`: neither may import the rest of the package.
+    standard_library = {"dataclasses", "functools", "math", "warnings"}
     allowed = standard_library | {"librosa", "numpy", "torch", "transformers"}
-    assert {name.split(".")[0] for name in imported} <= allowed
+    relative_imports = {
+        "feature_extraction_musicoder": ["feature_extraction_musicoder_torch"],
+        "feature_extraction_musicoder_torch": [],
+    }
+    for name, siblings in relative_imports.items():
+        tree = ast.parse(Path(fe_module.__file__).with_name(f"{name}.py").read_text())
+        imports_from = [node for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+        imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        imported |= {node.module for node in imports_from if node.level == 0}
+        assert [(node.level, node.module) for node in imports_from if node.level] == [(1, s) for s in siblings], name
+        assert {module.split(".")[0] for module in imported} <= allowed, name

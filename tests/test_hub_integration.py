@@ -110,12 +110,27 @@ def test_pipeline_multi_label_uses_sigmoid(tmp_path):
 
 
 def test_trust_remote_code_loads_without_the_package(single_label_folder, tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from musicoder_hf import feature_extraction_musicoder
+
     folder, model, feature_extractor = single_label_folder
+    # The extractor's torch backend is a sibling module, which `save_pretrained` copies next to the extractor's file.
+    torch_folder = tmp_path / "torch_backend_checkpoint"
+    shutil.copytree(folder, torch_folder)
+    torch_extractor = MusiCoderFeatureExtractor(backend="torch")
+    torch_extractor.save_pretrained(torch_folder)
+    source = Path(feature_extraction_musicoder.__file__)
+    for saved in (folder, torch_folder):
+        for name in ("feature_extraction_musicoder.py", "feature_extraction_musicoder_torch.py"):
+            assert (saved / name).read_text() == source.with_name(name).read_text(), f"{name} not saved in {saved}"
     clip = music_like_clip(seconds=2.0, seed=5)
     np.save(tmp_path / "clip.npy", clip)
     with torch.no_grad():
         expected = model(**feature_extractor(clip, sampling_rate=SAMPLING_RATE, return_tensors="pt")).logits
     np.save(tmp_path / "expected.npy", expected.numpy())
+    np.save(tmp_path / "torch_features.npy", torch_extractor(clip, sampling_rate=SAMPLING_RATE)["input_features"][0])
 
     script = textwrap.dedent(
         f"""
@@ -143,6 +158,15 @@ def test_trust_remote_code_loads_without_the_package(single_label_folder, tmp_pa
         np.testing.assert_allclose(logits.numpy(), np.load({str(tmp_path / "expected.npy")!r}), atol=1e-5)
         result = pipeline("audio-classification", model=folder, trust_remote_code=True)(clip, top_k=2)
         assert len(result) == 2
+        # the torch backend, from the sibling module copied next to the checkpoint
+        torch_extractor = AutoFeatureExtractor.from_pretrained({str(torch_folder)!r}, trust_remote_code=True)
+        assert torch_extractor.backend == "torch"
+        backend_module = type(torch_extractor._torch_backend()).__module__
+        assert backend_module.startswith("transformers_modules") and backend_module.endswith(
+            "feature_extraction_musicoder_torch"
+        ), backend_module
+        features = torch_extractor(clip, sampling_rate=44100)["input_features"][0]
+        np.testing.assert_allclose(features, np.load({str(tmp_path / "torch_features.npy")!r}), atol=1e-6)
         print("REMOTE_CODE_OK", type(classifier).__name__)
         """
     )

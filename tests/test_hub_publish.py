@@ -1,6 +1,8 @@
 """Publishing: the Hub-ready folder, its model card, and exactly what push_to_hub would upload (network mocked)."""
 
+import importlib
 import json
+from pathlib import Path
 from unittest import mock
 
 import pytest
@@ -19,6 +21,7 @@ EXPECTED_FILES = {
     "configuration_musicoder.py",
     "modeling_musicoder.py",
     "feature_extraction_musicoder.py",
+    "feature_extraction_musicoder_torch.py",
     "model.safetensors",
     "preprocessor_config.json",
     "eval_results.json",
@@ -96,3 +99,47 @@ def test_push_uploads_the_folder_through_push_to_hub(trained):
     # The last README.md uploaded is our card (push_to_hub of the model writes a default one first).
     assert cards[-1] == (folder / "README.md").read_text()
     assert "model-index" in cards[-1]
+
+
+def test_the_card_template_ships_inside_the_package():
+    import musicoder_hf
+    from musicoder_hf.hub import DEFAULT_TEMPLATE
+
+    assert DEFAULT_TEMPLATE.is_file()
+    assert DEFAULT_TEMPLATE.resolve().is_relative_to(Path(musicoder_hf.__file__).resolve().parent)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The scripts' command lines (one convention: HfArgumentParser, exit 0 / 2 bad usage / 1 failure)
+
+
+def _exit_status(main, argv) -> int:
+    try:
+        return main(argv)
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else 1
+
+
+@pytest.mark.parametrize("script", ["push", "evaluate_checkpoint", "demo"])
+def test_script_help_and_bad_options(script, capsys):
+    main = importlib.import_module(f"training.{script}").main
+    assert _exit_status(main, ["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--output_dir" in out or "--output_file" in out
+    assert _exit_status(main, ["--no_such_option", "1"]) == 2
+    assert "error:" in capsys.readouterr().err  # the unknown option, or the required ones missing
+
+
+def test_push_script_writes_the_folder_or_names_the_problem(trained, capsys):
+    from training.push import main
+
+    root, _, _ = trained
+    argv = ["--model_dir", str(root / "best"), "--output_dir", str(root / "hub"), "--repo_id",
+            "someone/musicoder-folk", "--metrics_file", str(root / "metrics.json")]
+    assert main(argv) == 0
+    assert {path.name for path in (root / "hub").iterdir()} == EXPECTED_FILES
+    assert _exit_status(main, ["--repo_id", "someone/x", "--output_dir", str(root / "hub")]) == 2  # no --model_dir
+    assert "--model_dir" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        main(["--model_dir", str(root / "missing"), "--output_dir", str(root / "hub2"), "--repo_id", "someone/x"])
+    assert str(stop.value.code).startswith("push: error:") and "\n" not in str(stop.value.code)

@@ -56,6 +56,22 @@ def test_pipeline_averages_window_logits(folder_model_extractor, long_clip, wind
         assert r["score"] == pytest.approx(expected[label_id].item(), abs=1e-5)
 
 
+def test_saved_pipeline_stays_a_builtin_task(folder_model_extractor, tmp_path):
+    """Guards the package's one private hook (`register_pipelines`): a pipeline saved with `save_pretrained` must
+    reload with plain `pipeline("audio-classification")`, with no `custom_pipelines` entry in its config (which would
+    demand trust_remote_code). If a transformers upgrade changes how `register_pipeline` marks custom pipelines, this
+    fails."""
+    import json
+
+    classifier = pipeline("audio-classification", model=str(folder_model_extractor[0]))
+    classifier.save_pretrained(tmp_path)
+    assert "custom_pipelines" not in json.loads((tmp_path / "config.json").read_text())
+    reloaded = pipeline("audio-classification", model=str(tmp_path))
+    assert type(reloaded).__name__ == "MusiCoderAudioClassificationPipeline"
+    clip = np.random.default_rng(0).uniform(-0.5, 0.5, SAMPLING_RATE * 3).astype(np.float32)
+    assert reloaded(clip, top_k=1)[0]["label"] == classifier(clip, top_k=1)[0]["label"]
+
+
 def test_pipeline_refuses_windows_longer_than_the_model(folder_model_extractor, long_clip):
     classifier = pipeline("audio-classification", model=str(folder_model_extractor[0]))
     with pytest.raises(ValueError, match="exceeds the model's max_position_embeddings=1600"):

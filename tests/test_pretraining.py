@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -37,13 +38,12 @@ def test_two_process_data_parallel_keeps_weights_identical_and_learns(features_d
     # A fresh interpreter: debug_launcher forks, and forking a process whose torch thread pools already ran (as
     # pytest's does after earlier tests) can deadlock the children.
     script = (
-        "import sys; sys.path.insert(0, sys.argv[1]); from accelerate import debug_launcher; "
-        "from test_pretraining import _data_parallel_worker; "
-        "debug_launcher(_data_parallel_worker, args=(sys.argv[2], sys.argv[3]), num_processes=2)"
+        "import sys; from accelerate import debug_launcher; from test_pretraining import _data_parallel_worker; "
+        "debug_launcher(_data_parallel_worker, args=(sys.argv[1], sys.argv[2]), num_processes=2)"
     )
     completed = subprocess.run(
-        [sys.executable, "-c", script, str(Path(__file__).parent), str(features_dir), str(tmp_path)],
-        capture_output=True, text=True, timeout=600,
+        [sys.executable, "-c", script, str(features_dir), str(tmp_path)],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)},
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     rank0, rank1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")

@@ -1,7 +1,8 @@
 """Property tests (hypothesis): any audio and any batch layout give finite features, zero padding and clean masks.
 
 Feature extractor: random lengths (down to the shortest accepted clip), amplitudes from 1e-8 to 1e3 (silence and DC
-included) and paddings, on every backend the extractor offers. Collator: random lengths, pre-padded examples,
+included) and paddings, on every backend the extractor offers. In-memory audio: every PCM and float dtype, 1 to 8
+channels in either layout, as arrays and tensors, through the extractor's conversion and `load_audio`. Collator: random lengths, pre-padded examples,
 `pad_to_multiple_of`, CFM/CCM switches and CCM widths.
 """
 
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 
 from musicoder_hf import MusiCoderConfig, MusiCoderFeatureExtractor
 from musicoder_hf import feature_extraction_musicoder as extraction_module
+from musicoder_hf.audio import load_audio
 from musicoder_hf.data_collator import DataCollatorForMusiCoderPreTraining
 
 # No example database: it would leave a .hypothesis/ folder in the checkout. Failures print a reproduction blob.
@@ -97,6 +99,43 @@ def test_features_are_finite_normalised_and_zero_on_padding(backend, request):
         # CMVN over the valid frames: zero mean, unit variance, or 0 for a (near-)constant channel.
         assert np.abs(valid.mean(axis=0)).max() < 1e-4
         assert valid.std(axis=0).max() < 1 + 1e-4
+
+
+# ----- in-memory audio -----
+
+
+@st.composite
+def in_memory_clips(draw):
+    """(channels, samples) audio of any PCM or float dtype, with fewer channels than samples."""
+    dtype = np.dtype(draw(st.sampled_from(["int8", "int16", "int32", "uint8", "uint16", "float32", "float64"])))
+    channels = draw(st.integers(1, extraction_module.MAX_CHANNELS))
+    length = draw(st.integers(channels + 1, 3000))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    if dtype.kind == "f":
+        return rng.uniform(-1, 1, (channels, length)).astype(dtype)
+    info = np.iinfo(dtype)
+    return rng.integers(info.min, info.max, size=(channels, length), dtype=dtype, endpoint=True)
+
+
+@settings(max_examples=60, **SETTINGS)
+@given(samples=in_memory_clips())
+def test_in_memory_audio_is_read_one_way_whatever_its_layout_or_container(samples):
+    to_mono_waveform = extraction_module.to_mono_waveform
+    mono = to_mono_waveform(samples)
+    assert mono.dtype == np.float32 and mono.shape == (samples.shape[1],)
+    if samples.dtype.kind in "iu":  # integer PCM: full scale maps to [-1, 1)
+        full_scale = 2.0 ** (8 * samples.dtype.itemsize - 1)
+        offset = full_scale if samples.dtype.kind == "u" else 0.0
+        expected = ((samples.astype(np.float64) - offset) / full_scale).mean(axis=0)
+        assert np.abs(mono).max() <= 1.0
+    else:
+        expected = samples.astype(np.float64).mean(axis=0)
+    np.testing.assert_allclose(mono, expected, rtol=1e-6, atol=1e-6)
+    # (samples, channels) as soundfile gives it, and the same values as a torch tensor, read alike
+    np.testing.assert_allclose(to_mono_waveform(samples.T), mono, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(to_mono_waveform(torch.from_numpy(samples)), mono)
+    # `load_audio` (pipelines, embeddings) reads arrays exactly as the feature extractor does
+    np.testing.assert_array_equal(load_audio(samples, SAMPLING_RATE), mono)
 
 
 # ----- collator -----

@@ -16,7 +16,8 @@ import pytest
 import soundfile as sf
 from datasets import Audio
 
-from musicoder_hf.data import labeled, tasks
+from musicoder_hf.builders import tasks
+from musicoder_hf.data import labeled
 from musicoder_hf.data.labeled import label_info, load_labeled_dataset, to_multi_hot
 
 pytest.importorskip("music21")
@@ -314,8 +315,14 @@ def test_build_argument_errors(tmp_path, capsys):
         tasks.build_tasks(tmp_path, limit=2)
     with pytest.raises(ValueError, match="General MIDI"):
         tasks.build_tasks(tmp_path, folk_programs=[200])
-    assert tasks.main(["--output_dir", str(tmp_path), "--tasks", "nope"]) == 2
+    # on the command line, a bad value is bad usage (exit status 2), a failed build exit status 1
+    for bad in (["--tasks", "nope"], ["--limit", "2"], ["--folk_programs", "0,piano"], ["--seed", "x"]):
+        with pytest.raises(SystemExit) as stop:
+            tasks.main(["--output_dir", str(tmp_path), *bad])
+        assert stop.value.code == 2, bad
     assert "unknown task" in capsys.readouterr().err
+    assert tasks.main(["--output_dir", str(tmp_path), "--soundfont", str(tmp_path / "missing.sf2")]) == 1
+    assert "build-tasks: error:" in capsys.readouterr().err
 
 
 def test_write_midi_programs_channels_and_tempo(tmp_path):

@@ -6,15 +6,41 @@ pipeline, with a short report and training curves.
 Sized for a 2-core CPU machine in under 20 minutes including set-up; every stage reuses what a previous run built.
 """
 
-import argparse
 import json
 import logging
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-# training/evaluate.py would shadow the `evaluate` package for scripts run from this folder (sys.path[0]).
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import matplotlib
+from datasets import load_dataset
+from transformers import pipeline
+
+from musicoder_hf.builders import corpus, tasks
+from musicoder_hf.data.features import featurize_once
+from musicoder_hf.data.labeled import load_labeled_dataset
+from musicoder_hf.finetuning import FinetuningArguments, finetune
+from musicoder_hf.hub import prepare_hub_folder
+from musicoder_hf.pretraining import PretrainingArguments, pretrain
+from musicoder_hf.utils import command_line_parser, parse_command_line
+
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402 (after choosing the headless backend)
+
+
+@dataclass
+class DemoArguments:
+    output_dir: str = field(default="runs/demo", metadata={"help": "where the runs, the report and the plot go"})
+    data_dir: str = field(default="data", metadata={"help": "where the corpus, the tasks and their features go"})
+    corpus_minutes: float = field(default=90, metadata={"help": "minutes of game soundtracks to pre-train on"})
+    tunes_per_class: int = field(default=30, metadata={"help": "folk tunes per class (train + validation + test)"})
+    instrument_pieces: int = field(default=100, metadata={"help": "pieces of the instrument-tagging task"})
+    pretrain_steps: int = field(default=400, metadata={"help": "pre-training optimizer steps"})
+    finetune_epochs: int = field(default=12, metadata={"help": "fine-tuning epochs per task"})
+    seed: int = field(default=0, metadata={"help": "seed of the data builders, pre-training and fine-tuning"})
+
 
 
 def stage(title):
@@ -23,11 +49,6 @@ def stage(title):
 
 
 def plot_curves(pretraining: dict, finetuning: dict[str, dict], path: Path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     figure, axes = plt.subplots(1, 2, figsize=(11, 4))
     history = pretraining["history"]
     axes[0].plot([r["step"] for r in history if "loss" in r], [r["loss"] for r in history if "loss" in r],
@@ -49,29 +70,13 @@ def plot_curves(pretraining: dict, finetuning: dict[str, dict], path: Path):
     plt.close(figure)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output_dir", default="runs/demo")
-    parser.add_argument("--data_dir", default="data")
-    parser.add_argument("--corpus_minutes", type=float, default=90)
-    parser.add_argument("--tunes_per_class", type=int, default=30)
-    parser.add_argument("--instrument_pieces", type=int, default=100)
-    parser.add_argument("--pretrain_steps", type=int, default=400)
-    parser.add_argument("--finetune_epochs", type=int, default=12)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+def main(argv=None) -> int:
+    args = parse_command_line(command_line_parser(DemoArguments, description=__doc__), argv)
     logging.basicConfig(level=logging.WARNING)
     started = time.time()
     output_dir, data_dir = Path(args.output_dir), Path(args.data_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     timings = {}
-
-    from musicoder_hf.data import corpus, tasks
-    from musicoder_hf.data.features import featurize_once
-    from musicoder_hf.data.labeled import load_labeled_dataset
-    from musicoder_hf.finetuning import FinetuningArguments, finetune
-    from musicoder_hf.hub import prepare_hub_folder
-    from musicoder_hf.pretraining import PretrainingArguments, pretrain
 
     t = stage(f"1/6 Real music: {args.corpus_minutes:g} min of game soundtracks + music21 renderings")
     for name, status in (
@@ -85,8 +90,6 @@ def main(argv=None):
     timings["data"] = time.time() - t
 
     t = stage("2/6 Features (librosa reference, CMVN over valid frames) into Arrow")
-    from datasets import load_dataset
-
     featurize_once(data_dir / "corpus", data_dir / "corpus_features",
                    lambda path: load_dataset("audiofolder", data_dir=str(path)))
     featurize_once(data_dir / "tasks" / "folk", data_dir / "folk_features",
@@ -129,8 +132,6 @@ def main(argv=None):
     timings["hub"] = time.time() - t
 
     t = stage("6/6 Classifying a held-out track with pipeline('audio-classification')")
-    from transformers import pipeline
-
     test_split = data_dir / "tasks" / "folk" / "test"
     record = json.loads((test_split / "metadata.jsonl").read_text().splitlines()[0])
     track = test_split / record["file_name"]

@@ -9,20 +9,15 @@ test metrics). Every option: `python training/finetune.py --help`. The loop live
 
 import logging
 import sys
-from pathlib import Path
 
-# training/evaluate.py would shadow the `evaluate` package for scripts run from this folder (sys.path[0]).
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
-from transformers import HfArgumentParser  # noqa: E402
-
-from musicoder_hf.finetuning import FinetuningArguments, finetune  # noqa: E402
+from musicoder_hf.finetuning import FinetuningArguments, finetune
+from musicoder_hf.utils import command_line_parser, parse_command_line
 
 
-def main(argv=None):
+def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("accelerate").setLevel(logging.WARNING)
-    (args,) = HfArgumentParser(FinetuningArguments).parse_args_into_dataclasses(args=argv)
+    args = parse_command_line(command_line_parser(FinetuningArguments, description=__doc__), argv)
     metrics = finetune(args)
     print(f"best on validation: {metrics['validation']}; test: {metrics.get('test')}; model in {args.output_dir}/best")
     return 0

@@ -8,20 +8,15 @@ Every option: `python training/pretrain.py --help`. The loop lives in `musicoder
 
 import logging
 import sys
-from pathlib import Path
 
-# training/evaluate.py would shadow the `evaluate` package for scripts run from this folder (sys.path[0]).
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
-from transformers import HfArgumentParser  # noqa: E402
-
-from musicoder_hf.pretraining import PretrainingArguments, pretrain  # noqa: E402
+from musicoder_hf.pretraining import PretrainingArguments, pretrain
+from musicoder_hf.utils import command_line_parser, parse_command_line
 
 
-def main(argv=None):
+def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per saved file otherwise
-    (args,) = HfArgumentParser(PretrainingArguments).parse_args_into_dataclasses(args=argv)
+    args = parse_command_line(command_line_parser(PretrainingArguments, description=__doc__), argv)
     summary = pretrain(args)
     print(f"pre-training done: {summary['steps']} steps, final loss {summary['final_loss']}, "
           f"model in {args.output_dir}/final")

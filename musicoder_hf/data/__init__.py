@@ -1,1 +1,2 @@
-"""Real music for MusiCoder: the unlabeled pre-training corpus, the labeled tasks, and loaders for user folders."""
+"""Datasets for MusiCoder: featurisation into Arrow (`features`) and labeled audio folders with their splits and
+folds (`labeled`). The builders that write the corpus and the tasks are tooling in `musicoder_hf.builders`."""

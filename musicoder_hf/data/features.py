@@ -6,35 +6,16 @@ import json
 import numpy as np
 import torch
 from datasets import Array2D, Audio, Dataset, DatasetDict, Value
-from threadpoolctl import threadpool_limits
 
-from ..feature_extraction_musicoder import MusiCoderFeatureExtractor
+from ..feature_extraction_musicoder import MusiCoderFeatureExtractor, to_mono_waveform
+from ..utils import command_line_parser, parse_command_line, single_threaded
 
 
 def waveform_of(audio) -> np.ndarray:
-    """Mono float32 samples of a decoded `datasets.Audio` value (a torchcodec decoder or a dict with "array")."""
-    if isinstance(audio, dict):
-        samples = np.asarray(audio["array"], dtype=np.float32)
-    else:
-        samples = audio.get_all_samples().data.numpy()
-    return samples.mean(axis=0) if samples.ndim == 2 else samples
-
-
-@contextlib.contextmanager
-def single_threaded():
-    """
-    One thread for torch and for the BLAS libraries (numpy's and scipy's OpenBLAS, which librosa's filterbank products
-    use) in this process, restored afterwards: for workers that already share the cores. Each BLAS library otherwise
-    starts a thread per core in every worker, and the workers' threads then spin against each other (measured on 2
-    cores: 2 librosa workers featurise 1.3x faster with one BLAS thread each).
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with threadpool_limits(limits=1, user_api="blas"):
-            yield
-    finally:
-        torch.set_num_threads(threads)
+    """Mono float32 samples of a decoded `datasets.Audio` value (a torchcodec decoder or a dict with "array"), read
+    as the feature extractor reads arrays (`to_mono_waveform`)."""
+    samples = audio["array"] if isinstance(audio, dict) else audio.get_all_samples().data
+    return to_mono_waveform(samples)
 
 
 def featurize_dataset(
@@ -137,22 +118,32 @@ def featurize_once(source_dir, target_dir, loader, feature_extractor: MusiCoderF
 
 
 def main(argv=None) -> int:
-    import argparse
+    """`musicoder-data featurize`: an audio folder (Hugging Face audiofolder layout) into a saved Arrow dataset."""
+    import dataclasses
+    from typing import Literal
 
     from datasets import load_dataset
 
-    parser = argparse.ArgumentParser(
+    @dataclasses.dataclass
+    class FeaturizeArguments:
+        input_dir: str = dataclasses.field(metadata={"help": "audiofolder dataset (e.g. data/corpus)"})
+        output_dir: str = dataclasses.field(metadata={"help": "where to save_to_disk the featurised DatasetDict"})
+        num_proc: int | None = dataclasses.field(default=None, metadata={"help": "processes for Dataset.map"})
+        backend: Literal["librosa", "torch"] = dataclasses.field(
+            default="librosa",
+            metadata={"help": "feature backend: the librosa reference or the batched torch implementation"},
+        )
+        device: str = dataclasses.field(default="cpu", metadata={"help": 'torch backend: "cpu" or "cuda"'})
+        batch_size: int | None = dataclasses.field(
+            default=None, metadata={"help": "clips per extractor call (map batch)"}
+        )
+
+    parser = command_line_parser(
+        FeaturizeArguments,
         prog="musicoder-data featurize",
         description="Featurise an audio folder (Hugging Face audiofolder layout) into a saved Arrow dataset.",
     )
-    parser.add_argument("--input_dir", required=True, help="audiofolder dataset (e.g. data/corpus)")
-    parser.add_argument("--output_dir", required=True, help="where to save_to_disk the featurised DatasetDict")
-    parser.add_argument("--num_proc", type=int, default=None)
-    parser.add_argument("--backend", choices=["librosa", "torch"], default="librosa",
-                        help="feature backend: the librosa reference or the batched torch implementation")
-    parser.add_argument("--device", default="cpu", help='torch backend: "cpu" or "cuda"')
-    parser.add_argument("--batch_size", type=int, default=None, help="clips per extractor call (map batch)")
-    args = parser.parse_args(argv)
+    args = parse_command_line(parser, argv)
     dataset = load_dataset("audiofolder", data_dir=args.input_dir)
     featurize_dataset(
         dataset, num_proc=args.num_proc, batch_size=args.batch_size, backend=args.backend, device=args.device

@@ -87,10 +87,6 @@ def label_info(dataset) -> LabelInfo:
     raise ValueError(f"no `label` ClassLabel or `labels` List(ClassLabel) column in features {features}")
 
 
-def label_names(dataset) -> list[str]:
-    return label_info(dataset).names
-
-
 def to_multi_hot(label_ids, num_labels: int) -> list[float]:
     """[2, 5] -> [0., 0., 1., 0., 0., 1., ...] (length num_labels): the float targets that
     `MusiCoderForSequenceClassification` (problem_type multi_label_classification) expects."""

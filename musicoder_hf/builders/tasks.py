@@ -29,7 +29,6 @@ cores.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import contextlib
 import hashlib
@@ -45,9 +44,12 @@ import tempfile
 import time
 import zipfile
 import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from ..utils import atomic_write_text, command_line_parser, parse_command_line, write_json
 
 SOUNDFONT = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
 SAMPLING_RATE = 44100
@@ -65,7 +67,7 @@ TARGET_RMS = 0.1  # -20 dBFS
 PEAK_LIMIT = 0.99
 FLUIDSYNTH_GAIN = 0.5
 # no interactive shell, quiet, float output; reverb on (FluidSynth's default room), chorus off; a large
-# period size and lazy sample loading make offline rendering about 30% cheaper.
+# period size and lazy sample loading make offline rendering cheaper.
 FLUIDSYNTH_OPTIONS = (
     "-ni",
     "-q",
@@ -220,15 +222,13 @@ def _read_text(path: Path) -> str:
         return data.decode("latin-1")
 
 
-def _atomic_write_text(path: Path, text: str) -> bool:
-    """Write `text` to `path` via a temp file + rename; skip (return False) when unchanged."""
+def _write_if_changed(path: Path, text: str) -> bool:
+    """Write `text` to `path` atomically; skip (return False) when the file already holds it, so a rebuild that
+    changes nothing leaves the files (and their modification times) alone."""
     path = Path(path)
     if path.exists() and path.read_text(encoding="utf-8") == text:
         return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
     return True
 
 
@@ -945,21 +945,21 @@ def _finalise(task, task_dir, items, summary_extra, args_record, seed, t0, cpu0)
         by_split[it["split"]].append(row)
     for split in SPLITS:
         rows = sorted(by_split.get(split, []), key=lambda r: r["file_name"])
-        _atomic_write_text(
+        _write_if_changed(
             task_dir / split / "metadata.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
         )
     names = FOLK_LABELS if task == "folk" else INSTRUMENT_LABELS
     problem_type = "single_label_classification" if task == "folk" else "multi_label_classification"
-    _atomic_write_text(
+    _write_if_changed(
         task_dir / "labels.json", json.dumps({"problem_type": problem_type, "names": names}, indent=2) + "\n"
     )
-    _atomic_write_text(
+    _write_if_changed(
         task_dir / "splits.json",
         json.dumps({it["piece_id"]: it["split"] for it in sorted(items, key=lambda i: i["piece_id"])}, indent=1)
         + "\n",
     )
     if task == "folk":
-        _atomic_write_text(
+        _write_if_changed(
             task_dir / "folds.json",
             json.dumps({it["piece_id"]: it["fold"] for it in sorted(items, key=lambda i: i["piece_id"])}, indent=1)
             + "\n",
@@ -993,7 +993,7 @@ def _finalise(task, task_dir, items, summary_extra, args_record, seed, t0, cpu0)
         "render_version": RENDER_VERSION,
         **summary_extra,
     }
-    _atomic_write_text(task_dir / "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    write_json(task_dir / "manifest.json", manifest, indent=2, ensure_ascii=False)
     return manifest
 
 
@@ -1122,6 +1122,29 @@ def _default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def check_arguments(tasks, limit=None, instruments_limit=None, folk_programs=DEFAULT_FOLK_PROGRAMS):
+    """(task list, folk programs) of `build_tasks`'s arguments; a ValueError names a bad one.
+
+    tasks: names or a comma-separated string; folk_programs: integers or a comma-separated string."""
+    if isinstance(tasks, str):
+        tasks = [t.strip() for t in tasks.split(",") if t.strip()]
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown or not tasks:
+        raise ValueError(f"unknown task(s) {unknown}; choose from {list(TASKS)}")
+    for name, value in (("limit", limit), ("instruments_limit", instruments_limit)):
+        if value is not None and int(value) < 3:
+            raise ValueError(f"{name} must be >= 3 (one item per split), got {value}")
+    if isinstance(folk_programs, str):
+        folk_programs = [p for p in folk_programs.split(",") if p.strip()]
+    try:
+        folk_programs = tuple(int(p) for p in folk_programs)
+    except ValueError:
+        raise ValueError(f"folk_programs must be General MIDI programs 0-127, got {folk_programs}") from None
+    if not folk_programs or any(not 0 <= p <= 127 for p in folk_programs):
+        raise ValueError(f"folk_programs must be General MIDI programs 0-127, got {folk_programs}")
+    return tasks, folk_programs
+
+
 def build_tasks(
     output_dir,
     tasks=TASKS,
@@ -1139,17 +1162,7 @@ def build_tasks(
     instruments_limit overrides it for ``instruments``.  Re-running reuses the parse cache and the
     finished renders; the same seed gives the same selection, splits, programs and audio.
     """
-    if isinstance(tasks, str):
-        tasks = [t.strip() for t in tasks.split(",") if t.strip()]
-    unknown = [t for t in tasks if t not in TASKS]
-    if unknown or not tasks:
-        raise ValueError(f"unknown task(s) {unknown}; choose from {list(TASKS)}")
-    for name, value in (("limit", limit), ("instruments_limit", instruments_limit)):
-        if value is not None and int(value) < 3:
-            raise ValueError(f"{name} must be >= 3 (one item per split), got {value}")
-    folk_programs = tuple(int(p) for p in folk_programs)
-    if not folk_programs or any(not 0 <= p <= 127 for p in folk_programs):
-        raise ValueError(f"folk_programs must be General MIDI programs 0-127, got {folk_programs}")
+    tasks, folk_programs = check_arguments(tasks, limit, instruments_limit, folk_programs)
     check_renderer(soundfont)
     num_workers = num_workers or _default_workers()
     output_dir = Path(output_dir)
@@ -1192,40 +1205,43 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class BuildTasksArguments:
+    """Options of `musicoder-data build-tasks` (the keyword arguments of `build_tasks`)."""
+
+    output_dir: str = field(default="data/tasks", metadata={"help": "where the <task>/ folders go"})
+    tasks: str = field(default=",".join(TASKS), metadata={"help": "comma-separated subset of: " + ",".join(TASKS)})
+    limit: int | None = field(
+        default=None,
+        metadata={"help": "tunes per class for folk, pieces in total for instruments (unset: the full build)"},
+    )
+    instruments_limit: int | None = field(
+        default=None, metadata={"help": "pieces for instruments (overrides --limit for that task)"}
+    )
+    seed: int = field(default=0, metadata={"help": "seed of the selection, the splits, the programs and the tempi"})
+    num_workers: int | None = field(
+        default=None, metadata={"help": "parsing and rendering processes (unset: all cores)"}
+    )
+    folk_programs: str = field(
+        default=",".join(map(str, DEFAULT_FOLK_PROGRAMS)),
+        metadata={"help": "comma-separated General MIDI programs (0-based) shared by all folk classes"},
+    )
+    soundfont: str = field(default=SOUNDFONT, metadata={"help": "the General MIDI soundfont fluidsynth renders with"})
+    no_progress: bool = field(default=False, metadata={"help": "no progress bars"})
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = command_line_parser(
+        BuildTasksArguments,
         prog="musicoder-data build-tasks",
         description="Render the labeled folk-tradition (single-label) and instrument-family (multi-label) "
         "tasks from the music21 corpus with fluidsynth, as Hugging Face audiofolder datasets.",
     )
-    parser.add_argument(
-        "--output_dir", "--output-dir", default="data/tasks", help="where <task>/ folders go (default: data/tasks)"
-    )
-    parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated subset of: " + ",".join(TASKS))
-    parser.add_argument(
-        "--limit",
-        type=int,
-        default=None,
-        help="tunes per class for folk, pieces in total for instruments (default: full build)",
-    )
-    parser.add_argument(
-        "--instruments_limit",
-        "--instruments-limit",
-        type=int,
-        default=None,
-        help="pieces for instruments (overrides --limit for that task)",
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num_workers", "--num-workers", type=int, default=None, help="default: all cores")
-    parser.add_argument(
-        "--folk_programs",
-        "--folk-programs",
-        default=",".join(map(str, DEFAULT_FOLK_PROGRAMS)),
-        help="GM programs (0-based) shared by all folk classes (default: %(default)s)",
-    )
-    parser.add_argument("--soundfont", default=SOUNDFONT)
-    parser.add_argument("--no_progress", "--no-progress", action="store_true")
-    args = parser.parse_args(argv)
+    args = parse_command_line(parser, argv)
+    try:
+        check_arguments(args.tasks, args.limit, args.instruments_limit, args.folk_programs)
+    except ValueError as err:
+        parser.error(str(err))  # bad usage: exit status 2
     try:
         summary = build_tasks(
             args.output_dir,
@@ -1240,7 +1256,7 @@ def main(argv=None) -> int:
         )
     except (ValueError, RuntimeError) as err:
         print(f"build-tasks: error: {err}", file=sys.stderr)
-        return 2
+        return 1
     print(format_summary(summary))
     return 0
 

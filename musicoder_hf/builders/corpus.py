@@ -41,9 +41,7 @@ lengths (`--overwrite` starts again).
 
 from __future__ import annotations
 
-import argparse
 import fnmatch
-import hashlib
 import io
 import json
 import math
@@ -57,11 +55,13 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
+from ..utils import atomic_write_text, command_line_parser, derive_seed, parse_command_line, write_json
 
 SAMPLING_RATE = 44_100
 AUDIO_EXTENSIONS = (".ogg", ".opus", ".oga", ".flac", ".wav", ".mp3")
@@ -284,10 +284,6 @@ def _slugify(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "track"
 
 
-def _stable_int(text: str) -> int:
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
-
-
 def scan_package(package: str, root: Path, seed: int = 0, validation_every: int = 20) -> dict:
     """List a package's music tracks (seeded order, split, licence) and what was left out."""
     spec = PACKAGES.get(package)
@@ -335,7 +331,7 @@ def scan_package(package: str, root: Path, seed: int = 0, validation_every: int 
         licence = licence_for_track(logical, copyright_text, folder_licences.get(folder) if member is None else None)
         tracks.append(Track(package, Path(logical).stem, slug, f"{package}/{slug}", logical, str(path), member,
                             licence))
-    order = np.random.default_rng([seed, _stable_int(package)]).permutation(len(tracks))
+    order = np.random.default_rng([seed, derive_seed(package, bits=64)]).permutation(len(tracks))
     tracks = [tracks[i] for i in order]
     for position, track in enumerate(tracks):
         track.order = position
@@ -390,7 +386,8 @@ class _Reader:
 
 
 def _downmix(x: np.ndarray) -> np.ndarray:
-    """(frames, channels) -> (frames,) channel mean (column adds: `x.mean(axis=1)` is 10x slower on 2 channels)."""
+    """(frames, channels) -> (frames,) channel mean, by adding whole columns: numpy's `x.mean(axis=1)` is slow on so
+    short an axis."""
     y = x[:, 0].copy()
     for c in range(1, x.shape[1]):
         y += x[:, c]
@@ -418,7 +415,7 @@ def clip_plan(track_id: str, frames: int, samplerate: int, seed: int = 0, min_cl
     """Consecutive clips [(start frame, frames)] at the native rate: lengths uniform in [min, max] s from a generator
     seeded by (seed, track_id) alone; the last clip is cut short at the end of the track if at least `min` s remain,
     a shorter remainder is dropped."""
-    rng = np.random.default_rng([seed, _stable_int(track_id)])
+    rng = np.random.default_rng([seed, derive_seed(track_id, bits=64)])
     minimum = math.ceil(min_clip_seconds * samplerate)
     clips, start = [], 0
     while frames - start >= minimum:
@@ -443,13 +440,6 @@ def _resample(y: np.ndarray, samplerate: int) -> np.ndarray:
 
 def _clip_name(track: dict, index: int) -> str:
     return f"{track['package']}/{track['slug']}_{index:03d}.flac"
-
-
-def _atomic_write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=False) + "\n")
-    os.replace(tmp, path)
 
 
 def _marker_path(output_dir: Path, track: dict) -> Path:
@@ -526,11 +516,11 @@ def build_track(job: dict) -> dict:
             result["written"] += 1
         complete = len(wanted) == len(plan)
         source_seconds = reader.frames / reader.samplerate
-    _atomic_write_json(marker_path, {
+    write_json(marker_path, {
         "version": BUILD_FORMAT_VERSION, "params": params, "split": track["split"], "track": track,
         "covered": len(wanted), "total": len(plan), "complete": complete, "source_seconds": round(source_seconds, 3),
         "clips": clips, "silent": sorted(silent),
-    })
+    }, indent=1)
     return result
 
 
@@ -681,7 +671,7 @@ def _build_corpus(output_dir, minutes, packages, seed, min_clip_seconds, max_cli
                 shutil.rmtree(target)
             elif target.exists():
                 target.unlink()
-    _atomic_write_json(params_path, params)
+    write_json(params_path, params, indent=1)
 
     names = _select_packages(packages, minutes)
     scans, package_info = {}, {}
@@ -697,7 +687,7 @@ def _build_corpus(output_dir, minutes, packages, seed, min_clip_seconds, max_cli
                 "non_music_audio_files_skipped": len(scan["other_audio"]),
                 "licences": sorted({t.licence for t in scan["tracks"]})}
         package_info[name] = info
-        _atomic_write_json(output_dir / ".build" / "packages" / f"{name}.json", info)
+        write_json(output_dir / ".build" / "packages" / f"{name}.json", info, indent=1)
         licence_dir = output_dir / "licences"
         licence_dir.mkdir(parents=True, exist_ok=True)
         (licence_dir / f"{name}.copyright").write_text(scan["copyright"])
@@ -745,7 +735,7 @@ def _build_corpus(output_dir, minutes, packages, seed, min_clip_seconds, max_cli
                       "cache_dir": str(cache_dir), "num_workers": workers},
         **counters,
     }
-    _atomic_write_json(output_dir / "manifest.json", manifest)
+    write_json(output_dir / "manifest.json", manifest, indent=1)
     return manifest
 
 
@@ -788,9 +778,7 @@ def finalize(output_dir, params: dict | None = None) -> dict:
         if rows[split]:
             rows[split].sort(key=lambda r: (r["package"], r["track_id"], r["clip_index"]))
             split_dir.mkdir(parents=True, exist_ok=True)
-            tmp = split_dir / ".metadata.jsonl.tmp"
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in rows[split]))
-            os.replace(tmp, split_dir / "metadata.jsonl")
+            atomic_write_text(split_dir / "metadata.jsonl", "".join(json.dumps(r) + "\n" for r in rows[split]))
         elif split_dir.exists():
             shutil.rmtree(split_dir)
 
@@ -837,31 +825,52 @@ def finalize(output_dir, params: dict | None = None) -> dict:
 # CLI
 
 
+@dataclass
+class BuildCorpusArguments:
+    """Options of `musicoder-data build-corpus` (the keyword arguments of `build_corpus`)."""
+
+    output_dir: str = field(default="data/corpus", metadata={"help": "where the audiofolder dataset is written"})
+    minutes: float | None = field(
+        default=None,
+        metadata={"help": "build a small sampler of about this many minutes (60: ~160 clips, 90: ~240 clips); "
+                          "unset: the full corpus (about 16 h)"},
+    )
+    packages: str | None = field(
+        default=None,
+        metadata={"help": "comma-separated Debian packages (unset: all, in this order: " + ",".join(PACKAGES) + ")"},
+    )
+    seed: int = field(default=0, metadata={"help": "seed of the track order, the splits and the clip lengths"})
+    cache_dir: str | None = field(
+        default=None,
+        metadata={"help": "where the .debs and their unpacked files are kept (unset: $MUSICODER_CORPUS_CACHE, else "
+                          "$XDG_CACHE_HOME/musicoder-hf/corpus or ~/.cache/musicoder-hf/corpus)"},
+    )
+    # int defaults, as before: they are recorded as given in manifest.json
+    min_clip_seconds: float = field(default=10, metadata={"help": "shortest clip, in seconds"})
+    max_clip_seconds: float = field(default=35, metadata={"help": "longest clip, in seconds"})
+    validation_every: int = field(
+        default=20, metadata={"help": "hold out every N-th track of each package (0: no validation split)"}
+    )
+    silence_db: float = field(default=-60.0, metadata={"help": "clips with an RMS below this dBFS are skipped"})
+    sample_seconds_per_track: float = field(
+        default=90, metadata={"help": "with --minutes: take the clips starting in the first S seconds of each track"}
+    )
+    num_workers: int | None = field(
+        default=None, metadata={"help": "decoding processes (unset: the CPU count, at most 8)"}
+    )
+    overwrite: bool = field(default=False, metadata={"help": "delete what output_dir holds and start again"})
+    no_progress: bool = field(default=False, metadata={"help": "no progress bars"})
+    list_packages: bool = field(default=False, metadata={"help": "print the known packages and exit"})
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = command_line_parser(
+        BuildCorpusArguments,
         prog="musicoder-data build-corpus",
         description="Build the unlabeled pre-training corpus (44.1 kHz mono FLAC clips of 10-35 s, audiofolder "
                     "layout) from Debian game-soundtrack packages. Default: the full corpus (about 16 h).",
     )
-    parser.add_argument("--output_dir", default="data/corpus")
-    parser.add_argument("--minutes", type=float, default=None,
-                        help="build a small sampler of about this many minutes (60: ~160 clips, 90: ~240 clips)")
-    parser.add_argument("--packages", default=None, help="comma-separated Debian packages (default: all, in order: "
-                        + ",".join(PACKAGES) + ")")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cache_dir", default=None, help=f"where .debs are kept (default {default_cache_dir()})")
-    parser.add_argument("--min_clip_seconds", type=float, default=10)
-    parser.add_argument("--max_clip_seconds", type=float, default=35)
-    parser.add_argument("--validation_every", type=int, default=20,
-                        help="hold out every N-th track of each package (0: no validation split)")
-    parser.add_argument("--silence_db", type=float, default=-60.0, help="clips with RMS below this dBFS are skipped")
-    parser.add_argument("--sample_seconds_per_track", type=float, default=90,
-                        help="with --minutes: take the clips starting in the first S seconds of each track")
-    parser.add_argument("--num_workers", type=int, default=None, help="decoding processes (default: CPU count)")
-    parser.add_argument("--overwrite", action="store_true", help="delete what output_dir holds and start again")
-    parser.add_argument("--no_progress", action="store_true")
-    parser.add_argument("--list_packages", action="store_true", help="print the known packages and exit")
-    args = parser.parse_args(argv)
+    args = parse_command_line(parser, argv)
     if args.list_packages:
         for spec in PACKAGES.values():
             print(f"{spec.name:24s} ~{spec.minutes:4.0f} min  {spec.note}")
