@@ -22,12 +22,12 @@ from datasets import load_from_disk
 from datasets.distributed import split_dataset_by_node
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
+from transformers import AutoModelForPreTraining
 
 from .checkpointing import latest_checkpoint, load_checkpoint, remove_incomplete_checkpoints, save_checkpoint
 from .configuration_musicoder import MusiCoderConfig
 from .data_collator import DataCollatorForMusiCoderPreTraining, random_crop
 from .feature_extraction_musicoder import MusiCoderFeatureExtractor
-from .modeling_musicoder import MusiCoderForPreTraining
 from .optimization import create_noam_optimizer_and_schedule
 from .training_utils import build_accelerator, check_finite_loss, clip_and_check_gradients, total_optimizer_steps
 from .utils import derive_seed, write_json
@@ -116,7 +116,7 @@ def pretrain(args: PretrainingArguments) -> dict:
         remove_incomplete_checkpoints(output_dir)
 
     config = MusiCoderConfig.from_preset(args.preset, **parse_overrides(args.config_overrides))
-    model = MusiCoderForPreTraining._from_config(config, attn_implementation=args.attn_implementation)
+    model = AutoModelForPreTraining.from_config(config, attn_implementation=args.attn_implementation)
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     collator = DataCollatorForMusiCoderPreTraining(config=config, cfm=args.cfm, ccm=args.ccm)
