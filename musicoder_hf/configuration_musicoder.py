@@ -14,6 +14,9 @@ DEFAULT_FEATURE_LAYOUT = {
 
 # Paper Table 1. Large uses the standard FFN of 4 x hidden, which gives ~101M encoder parameters, not the paper's
 # 93.1M: the paper does not state its FFN size and no usual choice reproduces 93.1M (see model_cards/).
+# Clip pooling over valid frames: the mean, or statistics pooling (mean and standard deviation, concatenated).
+POOLING_MODES = ("mean", "mean_std")
+
 PRESETS = {
     "musicoder-base": {"num_hidden_layers": 4, "hidden_size": 768, "num_attention_heads": 12, "intermediate_size": 3072},
     "musicoder-large": {"num_hidden_layers": 8, "hidden_size": 1024, "num_attention_heads": 16, "intermediate_size": 4096},
@@ -71,6 +74,9 @@ class MusiCoderConfig(PreTrainedConfig):
             Classify from a learned softmax-weighted sum of all hidden states (embeddings included) instead of the last.
         classifier_dropout (`float`, *optional*):
             Dropout before the classification layer; `None` uses `hidden_dropout_prob`.
+        classifier_pooling (`str`, defaults to `"mean"`):
+            How the classifier pools the frames of a clip, over valid frames only: `"mean"`, or `"mean_std"`
+            (statistics pooling: the mean and the standard deviation over time, concatenated, `2 * hidden_size`).
     """
 
     model_type = "musicoder"
@@ -98,6 +104,7 @@ class MusiCoderConfig(PreTrainedConfig):
     huber_delta: float = 1.0
     use_weighted_layer_sum: bool = False
     classifier_dropout: float | int | None = None
+    classifier_pooling: str = "mean"
 
     def __post_init__(self, **kwargs):
         if self.feature_layout is None:
@@ -153,6 +160,10 @@ class MusiCoderConfig(PreTrainedConfig):
         if self.ccm_max_width is not None and self.ccm_max_width < 0:
             raise ValueError(f"ccm_max_width must be >= 0 or None, got {self.ccm_max_width}.")
 
+    def validate_pooling(self):
+        if self.classifier_pooling not in POOLING_MODES:
+            raise ValueError(f"classifier_pooling must be one of {POOLING_MODES}, got {self.classifier_pooling!r}.")
+
     def validate_masking(self):
         if not 0.0 <= self.cfm_mask_ratio < 1.0:
             raise ValueError(f"cfm_mask_ratio must be in [0, 1), got {self.cfm_mask_ratio}.")
@@ -172,4 +183,4 @@ class MusiCoderConfig(PreTrainedConfig):
             raise ValueError(f"huber_delta must be positive, got {self.huber_delta}.")
 
 
-__all__ = ["MusiCoderConfig", "PRESETS", "DEFAULT_FEATURE_LAYOUT"]
+__all__ = ["MusiCoderConfig", "POOLING_MODES", "PRESETS", "DEFAULT_FEATURE_LAYOUT"]

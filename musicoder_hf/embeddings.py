@@ -23,7 +23,9 @@ from transformers import AutoFeatureExtractor, AutoModel
 from transformers.utils import ModelOutput
 
 from .audio import chunk_spans, frame_windows, load_audio, resolve_window
+from .configuration_musicoder import POOLING_MODES
 from .data_collator import pad_frames
+from .modeling_musicoder import STD_POOLING_VARIANCE_FLOOR
 
 
 @dataclass
@@ -34,8 +36,9 @@ class MusiCoderEmbeddingOutput(ModelOutput):
     Args:
         embeddings (`torch.FloatTensor` of shape `(num_selected_layers, hidden_size)` or
             `(num_selected_layers, num_frames, hidden_size)`):
-            Hidden states of the selected layers, averaged over time (`pooling="mean"`) or per time step
-            (`pooling=None`).
+            Hidden states of the selected layers, averaged over time (`pooling="mean"`), their mean and standard
+            deviation over time concatenated (`pooling="mean_std"`, `(num_selected_layers, 2 * hidden_size)`), or
+            per time step (`pooling=None`).
         timestamps (`torch.FloatTensor` of shape `(num_frames,)`):
             Centre of each time step in seconds (frame `t` is centred on sample `t * hop_length`).
         layers (`tuple[int]`):
@@ -49,9 +52,10 @@ class MusiCoderEmbeddingOutput(ModelOutput):
 
 
 class _WindowPooling:
-    """Combines the hidden states of the overlapping windows of one clip: a time step covered by k windows gets 1/k of
-    each window's hidden state, and the clip embedding (`pooling="mean"`) is the mean over time steps, so overlaps
-    are not counted twice."""
+    """Combines the hidden states of the overlapping windows of one clip. A time step covered by k windows gets 1/k of
+    each window's hidden state. With `pooling="mean"` the clip embedding is the mean over time steps (overlaps are not
+    counted twice); with `"mean_std"` the standard deviation over time steps follows it, each window's frames weighted
+    the same way (exact for a clip of one window); with `None`, one embedding per time step."""
 
     def __init__(self, spans: Sequence[tuple[int, int]], num_layers: int, hidden_size: int, pooling: str | None):
         self.num_frames = max(stop for _, stop in spans)
@@ -60,31 +64,48 @@ class _WindowPooling:
             coverage[first:stop] += 1
         self.weights = 1.0 / coverage
         self.pooling = pooling
-        shape = (num_layers, hidden_size) if pooling == "mean" else (num_layers, self.num_frames, hidden_size)
+        shape = (num_layers, self.num_frames, hidden_size) if pooling is None else (num_layers, hidden_size)
         self.sums = torch.zeros(shape)
+        # Statistics pooling: each window's frames are centred on its own mean first (a stable streaming variance).
+        self.windows: list[tuple[torch.Tensor, torch.Tensor, float]] = []
 
     def add(self, first: int, stop: int, hidden: torch.Tensor) -> None:
         """`hidden` `(num_layers, >= stop - first, hidden_size)`: one window's hidden states (padding is cut)."""
-        weighted = hidden[:, : stop - first] * self.weights[first:stop, None]
-        if self.pooling == "mean":
-            self.sums += weighted.sum(dim=1)
-        else:
+        hidden = hidden[:, : stop - first]
+        weights = self.weights[first:stop, None]
+        weighted = hidden * weights
+        if self.pooling is None:
             self.sums[:, first:stop] += weighted
+            return
+        self.sums += weighted.sum(dim=1)
+        if self.pooling == "mean_std":
+            total = float(weights.sum())
+            mean = weighted.sum(dim=1) / total
+            self.windows.append((mean, ((hidden - mean[:, None]).square() * weights).sum(dim=1), total))
 
     def result(self) -> torch.Tensor:
-        return self.sums / self.num_frames if self.pooling == "mean" else self.sums
+        if self.pooling is None:
+            return self.sums
+        mean = self.sums / self.num_frames
+        if self.pooling == "mean":
+            return mean
+        # The windows' weighted sums of squares around their own means, plus their means' spread (Chan et al.).
+        squares = sum(window_squares + total * (window_mean - mean).square()
+                      for window_mean, window_squares, total in self.windows)
+        return torch.cat([mean, (squares / self.num_frames).clamp(min=STD_POOLING_VARIANCE_FLOOR).sqrt()], dim=-1)
 
 
 @torch.no_grad()
-def mean_pooled_hidden_states(
+def pooled_hidden_states(
     encoder,
     clips: Sequence[np.ndarray | torch.Tensor],
+    pooling: str = "mean",
     window_frames: int | None = None,
     hop_frames: int | None = None,
     batch_size: int = 8,
 ) -> np.ndarray:
     """
-    Every hidden state of an encoder, mean-pooled over time, for clips that are already featurised.
+    Every hidden state of an encoder, pooled over time, for clips that are already featurised.
 
     Clips are windowed as [`MusiCoderEmbedder`] and the pipeline window audio (see `audio.resolve_window`), and the
     windows are combined in the same way; the clips' frames are used as given (no feature extraction).
@@ -92,19 +113,23 @@ def mean_pooled_hidden_states(
     Args:
         encoder (`MusiCoderModel`): the encoder (in eval mode for deterministic outputs).
         clips (sequence of `(frames, feature_size)` arrays or tensors): featurised clips of any length.
+        pooling (`str`, *optional*, defaults to `"mean"`): `"mean"`, or `"mean_std"` (mean and standard deviation over
+            time, concatenated).
         window_frames, hop_frames (`int`, *optional*): window and hop in frames (default: the model's window, half
             a window).
         batch_size (`int`, *optional*, defaults to 8): windows per forward pass.
 
     Returns:
-        `np.ndarray` of shape `(num_clips, num_hidden_layers + 1, hidden_size)` (float32); index 0 of the second axis
-        is the input embedding.
+        `np.ndarray` of shape `(num_clips, num_hidden_layers + 1, hidden_size)` (float32; `2 * hidden_size` with
+        `"mean_std"`); index 0 of the second axis is the input embedding.
     """
+    if pooling not in POOLING_MODES:
+        raise ValueError(f"pooling must be one of {POOLING_MODES}, got {pooling!r}.")
     config = encoder.config
     window_frames, hop_frames = resolve_window(window_frames, hop_frames, config.max_position_embeddings)
     clips = [torch.as_tensor(np.asarray(clip), dtype=torch.float32) for clip in clips]
     spans = [chunk_spans(len(clip), window_frames, hop_frames) for clip in clips]
-    pools = [_WindowPooling(s, config.num_hidden_layers + 1, config.hidden_size, "mean") for s in spans]
+    pools = [_WindowPooling(s, config.num_hidden_layers + 1, config.hidden_size, pooling) for s in spans]
     jobs = [(index, first, stop) for index, clip_spans in enumerate(spans) for first, stop in clip_spans]
     device = encoder.device
     for first_job in range(0, len(jobs), batch_size):
@@ -194,10 +219,11 @@ class MusiCoderEmbedder:
             sampling_rate (`int`, *optional*): rate of array inputs; other rates are resampled. Default: the
                 feature extractor's rate.
             layers (`int` or `list[int]`, *optional*): which hidden states; default all.
-            pooling (`"mean"` or `None`): mean over time, or one embedding per time step.
+            pooling (`"mean"`, `"mean_std"` or `None`): mean over time, mean and standard deviation over time
+                (statistics pooling), or one embedding per time step.
         """
-        if pooling not in ("mean", None):
-            raise ValueError(f"pooling must be 'mean' or None, got {pooling!r}.")
+        if pooling not in (*POOLING_MODES, None):
+            raise ValueError(f"pooling must be one of {POOLING_MODES} or None, got {pooling!r}.")
         single = not isinstance(audio, (list, tuple))
         clips = [audio] if single else list(audio)
         layers = self.resolve_layers(layers)
@@ -240,4 +266,4 @@ class MusiCoderEmbedder:
         return results[0] if single else results
 
 
-__all__ = ["MusiCoderEmbedder", "MusiCoderEmbeddingOutput", "mean_pooled_hidden_states"]
+__all__ = ["MusiCoderEmbedder", "MusiCoderEmbeddingOutput", "pooled_hidden_states"]

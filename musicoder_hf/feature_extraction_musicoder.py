@@ -55,6 +55,15 @@ MAX_CHANNELS = 8
 
 BACKENDS = ("librosa", "torch")
 
+# `normalization` modes: per-clip CMVN (the paper), or fixed per-channel statistics of a training set (as AST, MAEST).
+NORMALIZATIONS = ("clip", "dataset")
+
+# What the errors about dataset statistics tell users to do.
+STATISTICS_FIX = (
+    "Compute them over un-normalised frames (extracted with do_normalize=False) of your training set with "
+    "`musicoder_hf.data.features.feature_statistics(dataset)`, and pass its feature_mean and feature_std."
+)
+
 
 def to_mono_waveform(audio, where: str = "The audio") -> np.ndarray:
     """
@@ -166,10 +175,18 @@ class MusiCoderFeatureExtractor(SequenceFeatureExtractor):
     away from sound is exactly `ln(log_eps)` in both. A classifier trained on features of one backend gives the same
     predictions on features of the other (`benchmarks/feature_parity.py`).
 
-    Finally, if `do_normalize`, every clip gets CMVN (cepstral mean and variance normalisation): each channel is
-    shifted and scaled to zero mean and unit variance over the clip's valid (non-padding) frames; padding frames stay
-    exactly `padding_value`, and constant channels (e.g. silence) become 0 rather than NaN (the standard deviation is
-    floored at `CMVN_STD_FLOOR` = 1e-3).
+    Finally, if `do_normalize`, the frames are normalised per channel, as `normalization` says:
+
+    - `"clip"` (the default, as in the paper): every clip gets CMVN (cepstral mean and variance normalisation): each
+      channel is shifted and scaled to zero mean and unit variance over the clip's valid (non-padding) frames;
+      constant channels (e.g. silence) become 0 rather than NaN (the standard deviation is floored at
+      `CMVN_STD_FLOOR` = 1e-3). This erases each clip's spectral envelope and loudness.
+    - `"dataset"`: every valid frame becomes `(x - feature_mean) / feature_std`, with fixed per-channel statistics of
+      a training set (as AST and MAEST do), which keeps differences of envelope and loudness between clips. Compute
+      them once with `musicoder_hf.data.features.feature_statistics` over frames extracted with `do_normalize=False`.
+
+    Either way padding frames stay exactly `padding_value`, and a clip's valid frames do not depend on the padding
+    or on the other clips of the batch.
 
     Args:
         feature_size (`int`, *optional*, defaults to 324):
@@ -199,7 +216,17 @@ class MusiCoderFeatureExtractor(SequenceFeatureExtractor):
             The paper's "extremely small number" in `ln(10 * S + eps)`; it only bounds the log of silent bins
             (`ln(1e-10)` is about -23).
         do_normalize (`bool`, *optional*, defaults to `True`):
-            Whether to apply per-clip CMVN over the valid frames.
+            Whether to normalise the valid frames (as `normalization` says). `False` gives the raw frames, whatever
+            `normalization` is.
+        normalization (`str`, *optional*, defaults to `"clip"`):
+            `"clip"`: per-clip CMVN (the paper). `"dataset"`: `(x - feature_mean) / feature_std` per channel, with
+            the statistics below (see above).
+        feature_mean (`list[float]`, *optional*):
+            `normalization="dataset"` only (and then required): the per-channel mean of un-normalised frames of the
+            training set, `feature_size` finite values (`feature_statistics(...)["feature_mean"]`).
+        feature_std (`list[float]`, *optional*):
+            `normalization="dataset"` only (and then required): the per-channel standard deviation of those frames,
+            `feature_size` finite positive values (`feature_statistics(...)["feature_std"]`).
         return_attention_mask (`bool`, *optional*, defaults to `True`):
             Whether `__call__` returns an `attention_mask` by default (1 for real frames, 0 for padding). MusiCoder
             needs it for every padded batch.
@@ -231,6 +258,9 @@ class MusiCoderFeatureExtractor(SequenceFeatureExtractor):
         return_attention_mask=True,
         backend="librosa",
         device="cpu",
+        normalization="clip",
+        feature_mean=None,
+        feature_std=None,
         **kwargs,
     ):
         super().__init__(
@@ -252,11 +282,34 @@ class MusiCoderFeatureExtractor(SequenceFeatureExtractor):
         self.do_normalize = do_normalize
         self.backend = backend
         self.device = str(device)  # a string, so that it is saved in preprocessor_config.json (e.g. "cuda:0")
+        self.normalization = normalization
+        # lists of Python floats, so that they are saved in preprocessor_config.json
+        self.feature_mean = self._statistic_list("feature_mean", feature_mean)
+        self.feature_std = self._statistic_list("feature_std", feature_std)
         self._validate_parameters()
+
+    @staticmethod
+    def _statistic_list(name: str, values) -> list[float] | None:
+        """`feature_mean` / `feature_std` as given (array, tensor, list) -> a list of Python floats, or None."""
+        if values is None:
+            return None
+        if is_torch_tensor(values):
+            values = values.detach().cpu().double().numpy()
+        try:
+            array = np.asarray(values, dtype=np.float64)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{name} must be a list of floats, got {values!r}. {STATISTICS_FIX}") from error
+        if array.ndim != 1:
+            raise ValueError(
+                f"{name} must be a flat list of one float per channel, got an array of shape {array.shape}. "
+                f"{STATISTICS_FIX}"
+            )
+        return [float(v) for v in array]
 
     def _validate_parameters(self):
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}.")
+        self._validate_normalization()
         try:
             torch.device(self.device)
         except RuntimeError as error:
@@ -282,6 +335,44 @@ class MusiCoderFeatureExtractor(SequenceFeatureExtractor):
             raise ValueError(
                 f"The CQT must lie in (0, Nyquist): cqt_fmin={self.cqt_fmin} Hz with {self.cqt_n_octaves} octaves "
                 f"puts its top bin at {top_bin_hz:.1f} Hz, but Nyquist is {self.sampling_rate / 2} Hz."
+            )
+
+    def _validate_normalization(self):
+        """`normalization` and its statistics (`feature_mean`, `feature_std`), with errors that say how to fix them."""
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(
+                f"normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}: \"clip\" for per-clip "
+                "CMVN (the paper), \"dataset\" for fixed per-channel statistics (feature_mean, feature_std)."
+            )
+        statistics = {"feature_mean": self.feature_mean, "feature_std": self.feature_std}
+        if self.normalization == "clip":
+            given = [name for name, values in statistics.items() if values is not None]
+            if given:
+                raise ValueError(
+                    f"{' and '.join(given)} given with normalization=\"clip\", which does not use them (per-clip "
+                    "CMVN): pass normalization=\"dataset\" to normalise with them, or drop them for per-clip CMVN."
+                )
+            return
+        for name, values in statistics.items():
+            if values is None:
+                raise ValueError(
+                    f"normalization=\"dataset\" needs feature_mean and feature_std, but {name} is missing. "
+                    f"{STATISTICS_FIX}"
+                )
+            if len(values) != self.feature_size:
+                raise ValueError(
+                    f"{name} has {len(values)} values, but feature_size is {self.feature_size} (one per channel). "
+                    f"{STATISTICS_FIX}"
+                )
+            if not np.isfinite(values).all():
+                raise ValueError(f"{name} contains NaN or infinite values. {STATISTICS_FIX}")
+        std = np.asarray(self.feature_std)
+        if (std <= 0).any():
+            channels = np.flatnonzero(std <= 0).tolist()
+            raise ValueError(
+                f"feature_std must be positive, but channels {channels[:10]}{'...' if len(channels) > 10 else ''} "
+                f"have feature_std <= 0 (a channel constant over the whole dataset has std 0; raise it to a small "
+                f"floor such as {CMVN_STD_FLOOR}). {STATISTICS_FIX}"
             )
 
     @property
@@ -438,10 +529,50 @@ class MusiCoderFeatureExtractor(SequenceFeatureExtractor):
             out[valid] = (frames - mean) / std
         return out.astype(np.float32)
 
+    @staticmethod
+    def standardize(
+        features: np.ndarray,
+        feature_mean,
+        feature_std,
+        attention_mask: np.ndarray | None = None,
+        padding_value: float = 0.0,
+    ) -> np.ndarray:
+        """
+        Normalisation with fixed per-channel statistics (`normalization="dataset"`) over the valid frames.
+
+        Args:
+            features (`np.ndarray` of shape `(num_frames, feature_size)`):
+                One clip of un-normalised frames, possibly padded.
+            feature_mean, feature_std (`list[float]` or `np.ndarray` of shape `(feature_size,)`):
+                Per-channel statistics of the training set (see `feature_statistics`).
+            attention_mask (`np.ndarray` of shape `(num_frames,)`, *optional*):
+                1 for valid frames, 0 for padding (either side). `None` means all frames are valid.
+            padding_value (`float`, *optional*, defaults to 0.0):
+                Written into the padding frames.
+
+        Returns:
+            `np.ndarray` (float32) of the same shape: valid frames are `(x - feature_mean) / feature_std` (computed in
+            float64), padding frames equal `padding_value`.
+        """
+        features = np.asarray(features, dtype=np.float64)
+        valid = np.ones(len(features), dtype=bool) if attention_mask is None else np.asarray(attention_mask) > 0
+        mean = np.asarray(feature_mean, dtype=np.float64)
+        std = np.asarray(feature_std, dtype=np.float64)
+        out = np.where(valid[:, None], (features - mean) / std, padding_value)
+        return out.astype(np.float32)
+
     def normalize(self, input_features: list[np.ndarray], attention_mask: list[np.ndarray] | None = None):
-        """Apply [`~MusiCoderFeatureExtractor.cmvn`] to every clip of a (possibly padded) batch."""
+        """
+        Normalise every clip of a (possibly padded) batch as `normalization` says: [`~MusiCoderFeatureExtractor.cmvn`]
+        (`"clip"`) or [`~MusiCoderFeatureExtractor.standardize`] with `feature_mean` and `feature_std` (`"dataset"`).
+        """
         if attention_mask is None:
             attention_mask = [None] * len(input_features)
+        if self.normalization == "dataset":
+            return [
+                self.standardize(x, self.feature_mean, self.feature_std, m, self.padding_value)
+                for x, m in zip(input_features, attention_mask)
+            ]
         return [self.cmvn(x, m, self.padding_value) for x, m in zip(input_features, attention_mask)]
 
     def _to_waveform(self, audio, index: int | None) -> np.ndarray:
@@ -507,8 +638,8 @@ class MusiCoderFeatureExtractor(SequenceFeatureExtractor):
                 Length in frames (not samples) for `padding='max_length'` and `truncation`.
             truncation (`bool`, *optional*, defaults to `False`):
                 Cut clips longer than `max_length` frames. Off by default: longer audio is never silently cut (the
-                model takes at most 1600 frames; chunk longer audio instead). With truncation, CMVN uses the kept
-                frames only.
+                model takes at most 1600 frames; chunk longer audio instead). With truncation, per-clip CMVN uses the
+                kept frames only.
             pad_to_multiple_of (`int`, *optional*):
                 Pad the frame count to a multiple of this value.
             return_tensors (`str` or [`~utils.TensorType`], *optional*):
@@ -541,8 +672,9 @@ class MusiCoderFeatureExtractor(SequenceFeatureExtractor):
             )
 
         waveforms = self._to_waveforms(raw_speech)
-        # The torch backend normalises on its device, before padding, over the frames that truncation keeps.
-        normalize_on_device = self.do_normalize and self.backend == "torch"
+        # The torch backend applies per-clip CMVN on its device, before padding, over the frames that truncation keeps.
+        # Dataset statistics are applied after padding, in `normalize`, as for the librosa backend.
+        normalize_on_device = self.do_normalize and self.backend == "torch" and self.normalization == "clip"
         if self.backend == "torch":
             kept_frames = None
             if truncation and max_length is not None:

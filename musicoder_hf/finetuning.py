@@ -19,11 +19,13 @@ from datasets import DatasetDict, load_from_disk
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
+from transformers.utils import FEATURE_EXTRACTOR_NAME
 
 from .configuration_musicoder import MusiCoderConfig
-from .data.features import featurize_dataset
+from .data.features import feature_extractor_of, featurize_dataset
 from .data.labeled import LabelInfo, label_info, load_labeled_dataset, to_multi_hot
 from .data_collator import pad_frames, random_crop
+from .embeddings import pooled_hidden_states
 from .evaluation import aggregate_by_group, compute_metrics, predict_logits
 from .feature_extraction_musicoder import MusiCoderFeatureExtractor
 from .modeling_musicoder import MusiCoderForSequenceClassification
@@ -70,6 +72,15 @@ class FinetuningArguments:
     )
     max_frames: int = field(default=1292, metadata={"help": "Training crop (frames); evaluation sees whole clips."})
     freeze_base_model: bool = field(default=False, metadata={"help": "Train the head only (linear probe)."})
+    freeze_epochs: int = field(default=0, metadata={
+        "help": "Train the head alone on the frozen encoder for this many epochs, then the whole model: a new head "
+        "first learns from the pre-trained features instead of disturbing them with random gradients."})
+    head_learning_rate: float | None = field(default=None, metadata={
+        "help": "Learning rate of the head (classifier and layer weights); default: --learning_rate (with --probe: "
+        "1e-3)."})
+    probe: bool = field(default=False, metadata={
+        "help": "Fast frozen probe: pool every clip's frames through the frozen encoder once, then train only the "
+        "linear head on these embeddings (best epoch on validation kept). Many epochs cost seconds."})
     use_weighted_layer_sum: bool = False
     metric_for_best_model: str | None = field(
         default=None, metadata={"help": "Default: accuracy (single-label) or pr_auc_macro (multi-label)."}
@@ -88,10 +99,24 @@ class FinetuningArguments:
     cpu: bool = False
 
 
-def load_featurised(data_dir: str, num_proc: int | None = None) -> DatasetDict:
+def load_featurised(
+    data_dir: str, num_proc: int | None = None, feature_extractor: MusiCoderFeatureExtractor | None = None
+) -> tuple[DatasetDict, MusiCoderFeatureExtractor]:
+    """The frames of a labeled dataset and the feature extractor that produced them. A featurised `DatasetDict`
+    (`save_to_disk`) comes with its own extractor (`feature_extractor_of`); a labeled audio folder is featurised with
+    `feature_extractor` (default: `MusiCoderFeatureExtractor()`)."""
     if (Path(data_dir) / "dataset_dict.json").exists():
-        return load_from_disk(data_dir)
-    return featurize_dataset(load_labeled_dataset(data_dir), num_proc=num_proc)
+        return load_from_disk(data_dir), feature_extractor_of(data_dir)
+    feature_extractor = feature_extractor or MusiCoderFeatureExtractor()
+    data = featurize_dataset(load_labeled_dataset(data_dir), feature_extractor=feature_extractor, num_proc=num_proc)
+    return data, feature_extractor
+
+
+def checkpoint_feature_extractor(model_name_or_path: str | None) -> MusiCoderFeatureExtractor | None:
+    """The feature extractor saved in a checkpoint folder, if it has one."""
+    if model_name_or_path is None or not (Path(model_name_or_path) / FEATURE_EXTRACTOR_NAME).exists():
+        return None
+    return MusiCoderFeatureExtractor.from_pretrained(model_name_or_path)
 
 
 class CropCollate:
@@ -122,6 +147,11 @@ def references_of(dataset, label_column: str, num_labels: int, multi_label: bool
 
 def evaluate_split(model, dataset, label_column, num_labels, multi_label, problem_type, group_column, batch_size):
     logits = predict_logits(model, dataset["input_features"], batch_size=batch_size)
+    return score_logits(logits, dataset, label_column, num_labels, multi_label, problem_type, group_column)
+
+
+def score_logits(logits, dataset, label_column, num_labels, multi_label, problem_type, group_column):
+    """The metrics of clip logits against a split's labels, averaged per `group_column` (e.g. a piece) if given."""
     references = references_of(dataset, label_column, num_labels, multi_label)
     if group_column and group_column in dataset.column_names:
         groups = dataset[group_column]
@@ -156,9 +186,11 @@ def build_model(args: FinetuningArguments, names: list[str], problem_type: str, 
     return model
 
 
-def train_one(args, accelerator, data, info: LabelInfo, hyper, leader: dict) -> dict:
+def train_one(args, accelerator, data, info: LabelInfo, hyper, leader: dict,
+              feature_extractor: MusiCoderFeatureExtractor | None = None) -> dict:
     """Train with one hyper-parameter setting. Whenever an epoch beats `leader["score"]` (the best validation score of
-    all runs so far), the model is saved to `output_dir/best`: only one model is ever kept on disk."""
+    all runs so far), the model is saved to `output_dir/best` with `feature_extractor` (the one that produced `data`;
+    default `MusiCoderFeatureExtractor()`): only one model is ever kept on disk."""
     label_column, problem_type, names = info.label_column, info.problem_type, info.names
     multi_label = problem_type == "multi_label_classification"
     metric = args.metric_for_best_model or ("pr_auc_macro" if multi_label else "accuracy")
@@ -171,10 +203,19 @@ def train_one(args, accelerator, data, info: LabelInfo, hyper, leader: dict) -> 
         train, batch_size=hyper["per_device_train_batch_size"], shuffle=True, collate_fn=collate,
         num_workers=args.num_workers,
     )
+    encoder = [p for p in model.base_model.parameters() if p.requires_grad]
+    in_encoder = {id(p) for p in encoder}
+    head = [p for p in model.parameters() if p.requires_grad and id(p) not in in_encoder]
+    head_learning_rate = args.head_learning_rate or hyper["learning_rate"]
     optimizer = torch.optim.Adam(
-        [p for p in model.parameters() if p.requires_grad],
-        lr=hyper["learning_rate"], betas=(0.9, 0.999), eps=1e-6, weight_decay=args.weight_decay,
+        [{"params": encoder, "lr": hyper["learning_rate"]}, {"params": head, "lr": head_learning_rate}],
+        betas=(0.9, 0.999), eps=1e-6, weight_decay=args.weight_decay,
     )
+    if args.freeze_epochs > 0 and accelerator.num_processes > 1:
+        raise ValueError(
+            "--freeze_epochs needs a single process: DistributedDataParallel registers the trainable parameters once. "
+            "Train the head alone first (--freeze_base_model), then fine-tune from that model."
+        )
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     num_epochs = int(np.ceil(hyper["num_epochs"]))
     total_steps = max(1, int(hyper["num_epochs"] * len(loader)))
@@ -182,6 +223,9 @@ def train_one(args, accelerator, data, info: LabelInfo, hyper, leader: dict) -> 
 
     best, history, step = None, [], 0
     for epoch in range(num_epochs):
+        # Adam skips parameters without gradients, so the encoder's group simply waits for the unfrozen epochs.
+        for parameter in encoder:
+            parameter.requires_grad_(epoch >= args.freeze_epochs)
         collate.epoch = epoch
         loader.set_epoch(epoch)
         model.train()
@@ -205,27 +249,82 @@ def train_one(args, accelerator, data, info: LabelInfo, hyper, leader: dict) -> 
             accelerator.unwrap_model(model), data[args.validation_split], label_column, len(names), multi_label,
             problem_type, args.group_column, args.per_device_eval_batch_size,
         )
-        record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), **{f"validation_{k}": v
-                  for k, v in validation.items()}}
-        history.append(record)
-        logger.info("%s", record)
-        if best is None or validation[metric] > best["validation"][metric]:
-            best = {"epoch": epoch + 1, "validation": validation}
-        if validation[metric] > leader["score"]:
-            leader.update(score=validation[metric], run=leader["current"], epoch=epoch + 1)
-            if accelerator.is_main_process:
-                save_atomically(accelerator.unwrap_model(model), Path(args.output_dir) / "best")
+        best = record_epoch(args, accelerator, accelerator.unwrap_model(model), epoch, losses, validation, metric,
+                            history, best, leader, feature_extractor)
         if step >= total_steps:
             break
     accelerator.free_memory()
     return {"hyperparameters": hyper, "metric": metric, "best": best, "history": history}
 
 
-def save_atomically(model, folder: Path):
+def train_probe(args, accelerator, data, info: LabelInfo, hyper, leader: dict,
+                feature_extractor: MusiCoderFeatureExtractor | None = None) -> dict:
+    """`train_one` for `--probe`: the frozen encoder pools each whole clip once (windowed like the pipeline, with the
+    classifier's `classifier_pooling`), then only the classifier trains on these embeddings, in mini-batches for
+    `num_epochs` epochs with dropout; the best epoch on validation is saved as in `train_one`."""
+    label_column, problem_type, names = info.label_column, info.problem_type, info.names
+    multi_label = problem_type == "multi_label_classification"
+    metric = args.metric_for_best_model or ("pr_auc_macro" if multi_label else "accuracy")
+    set_seed(args.seed)
+    model = build_model(args, names, problem_type, hyper["dropout"]).to(accelerator.device).eval()
+    if model.config.use_weighted_layer_sum:
+        raise ValueError("--probe trains the head on the last layer's pooled frames: drop --use_weighted_layer_sum.")
+
+    def embeddings(split):
+        pooled = pooled_hidden_states(model.base_model, data[split]["input_features"], model.config.classifier_pooling,
+                                      batch_size=args.per_device_eval_batch_size)
+        return torch.from_numpy(pooled[:, -1]).to(accelerator.device)
+
+    train, validation = embeddings(args.train_split), embeddings(args.validation_split)
+    targets = torch.as_tensor(references_of(data[args.train_split], label_column, len(names), multi_label))
+    targets = targets.to(accelerator.device, torch.float32 if multi_label else torch.long)
+    optimizer = torch.optim.Adam(model.classifier.parameters(), lr=args.head_learning_rate or 1e-3,
+                                 betas=(0.9, 0.999), eps=1e-6, weight_decay=args.weight_decay)
+    generator = torch.Generator().manual_seed(args.seed)
+    batch_size = hyper["per_device_train_batch_size"]
+    best, history = None, []
+    for epoch in range(int(np.ceil(hyper["num_epochs"]))):
+        model.dropout.train()
+        losses = []
+        for rows in torch.randperm(len(train), generator=generator).split(batch_size):
+            rows = rows.to(accelerator.device)
+            loss = model.classification_loss(model.classifier(model.dropout(train[rows])), targets[rows])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        model.dropout.eval()
+        with torch.no_grad():
+            logits = model.classifier(validation).float().cpu().numpy()
+        scores = score_logits(logits, data[args.validation_split], label_column, len(names), multi_label,
+                              problem_type, args.group_column)
+        best = record_epoch(args, accelerator, model, epoch, losses, scores, metric, history, best, leader,
+                            feature_extractor)
+    return {"hyperparameters": hyper, "metric": metric, "best": best, "history": history}
+
+
+def record_epoch(args, accelerator, model, epoch: int, losses: list, validation: dict, metric: str, history: list,
+                 best: dict | None, leader: dict, feature_extractor: MusiCoderFeatureExtractor | None) -> dict:
+    """Log an epoch into `history`; return the run's best epoch so far. An epoch that beats `leader["score"]` (the best
+    of all runs) is saved to `output_dir/best` with `feature_extractor`: only one model is ever kept on disk."""
+    record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
+              **{f"validation_{k}": v for k, v in validation.items()}}
+    history.append(record)
+    logger.info("%s", record)
+    if best is None or validation[metric] > best["validation"][metric]:
+        best = {"epoch": epoch + 1, "validation": validation}
+    if validation[metric] > leader["score"]:
+        leader.update(score=validation[metric], run=leader["current"], epoch=epoch + 1)
+        if accelerator.is_main_process:
+            save_atomically(model, Path(args.output_dir) / "best", feature_extractor or MusiCoderFeatureExtractor())
+    return best
+
+
+def save_atomically(model, folder: Path, feature_extractor: MusiCoderFeatureExtractor):
     """Save the model and its feature extractor so that `folder` is always a whole checkpoint, old or new."""
     with atomic_directory(folder) as temporary:
         model.save_pretrained(temporary)
-        MusiCoderFeatureExtractor().save_pretrained(temporary)
+        feature_extractor.save_pretrained(temporary)
 
 
 def grid_points(args: FinetuningArguments) -> list[dict]:
@@ -242,14 +341,17 @@ def grid_points(args: FinetuningArguments) -> list[dict]:
     return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
 
 
-def train_grid(args: FinetuningArguments, accelerator, data, info: LabelInfo) -> tuple[list[dict], dict]:
+def train_grid(args: FinetuningArguments, accelerator, data, info: LabelInfo,
+               feature_extractor: MusiCoderFeatureExtractor | None = None) -> tuple[list[dict], dict]:
     """Train every point of `grid_points(args)`; the best epoch of all runs on validation is saved to
-    `output_dir/best`. Returns the runs and `leader` (its `run` index, `epoch` and validation `score`)."""
+    `output_dir/best` with `feature_extractor`. Returns the runs and `leader` (its `run` index, `epoch` and
+    validation `score`)."""
     runs, leader = [], {"score": float("-inf"), "run": None, "epoch": None}
     for index, hyper in enumerate(grid_points(args)):
         logger.info("Run %d: %s", index, hyper)
         leader["current"] = index
-        runs.append(train_one(args, accelerator, data, info, hyper, leader))
+        train = train_probe if args.probe else train_one
+        runs.append(train(args, accelerator, data, info, hyper, leader, feature_extractor))
     if leader["run"] is None:
         raise RuntimeError(f"No run produced a finite validation score; nothing was saved in {args.output_dir}.")
     return runs, leader
@@ -260,13 +362,20 @@ def finetune(args: FinetuningArguments) -> dict:
     started = time.time()
     output_dir = Path(args.output_dir)
     accelerator = build_accelerator(args.output_dir, args.mixed_precision, 1, args.report_to, args.cpu)
-    data = load_featurised(args.data_dir, args.num_proc)
+    pretrained = None if args.from_scratch else checkpoint_feature_extractor(args.model_name_or_path)
+    data, feature_extractor = load_featurised(args.data_dir, args.num_proc, pretrained)
+    if pretrained is not None and pretrained.to_dict() != feature_extractor.to_dict():
+        logger.warning(
+            "The frames in %s come from another feature extractor than %s was pre-trained with; the fine-tuned model "
+            "ships the one of the frames. Featurise the audio folder with the checkpoint's extractor to match.",
+            args.data_dir, args.model_name_or_path,
+        )
     info = label_info(data[args.train_split])
     label_column, problem_type, names = info.label_column, info.problem_type, info.names
     if args.validation_split not in data:
         raise ValueError(f"No {args.validation_split!r} split in {args.data_dir}: model selection needs one.")
 
-    runs, leader = train_grid(args, accelerator, data, info)
+    runs, leader = train_grid(args, accelerator, data, info, feature_extractor)
     best_run = runs[leader["run"]]
 
     metrics = {

@@ -535,9 +535,28 @@ def masked_mean(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None
     return (hidden_states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
 
+# Floor of the variance in statistics pooling: the square root keeps a finite gradient on a constant clip.
+STD_POOLING_VARIANCE_FLOOR = 1e-10
+
+
+def masked_pool(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, pooling: str = "mean") -> torch.Tensor:
+    """
+    Pool `(batch, frames, hidden)` over the valid frames: `"mean"` gives `(batch, hidden)`; `"mean_std"` (statistics
+    pooling) gives `(batch, 2 * hidden)`, the mean then the (population) standard deviation over time.
+    """
+    mean = masked_mean(hidden_states, attention_mask)
+    if pooling == "mean":
+        return mean
+    if pooling != "mean_std":
+        raise ValueError(f"pooling must be 'mean' or 'mean_std', got {pooling!r}.")
+    squares = masked_mean((hidden_states - mean.unsqueeze(1)).square(), attention_mask)
+    return torch.cat([mean, squares.clamp(min=STD_POOLING_VARIANCE_FLOOR).sqrt()], dim=-1)
+
+
 class MusiCoderForSequenceClassification(MusiCoderPreTrainedModel):
-    """MusiCoder with a clip-level head: mean pooling over valid frames (of the last layer, or of a learned weighted sum
-    of all layers when `config.use_weighted_layer_sum`), dropout and a linear layer. Single-label (softmax,
+    """MusiCoder with a clip-level head: pooling over valid frames (mean, or mean and standard deviation with
+    `config.classifier_pooling="mean_std"`) of the last layer, or of a learned weighted sum of all layers when
+    `config.use_weighted_layer_sum`, then dropout and a linear layer. Single-label (softmax,
     cross-entropy), multi-label tagging (sigmoid, BCE) and regression follow `config.problem_type`."""
 
     # Fine-tuning starts from pre-training checkpoints: their reconstruction head is expected to be left behind.
@@ -551,7 +570,8 @@ class MusiCoderForSequenceClassification(MusiCoderPreTrainedModel):
         self.layer_weights = nn.Parameter(torch.ones(num_layers) / num_layers) if config.use_weighted_layer_sum else None
         dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
         self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        pooled_size = 2 * config.hidden_size if config.classifier_pooling == "mean_std" else config.hidden_size
+        self.classifier = nn.Linear(pooled_size, config.num_labels)
         self.post_init()
 
     def freeze_base_model(self):
@@ -597,7 +617,8 @@ class MusiCoderForSequenceClassification(MusiCoderPreTrainedModel):
             hidden_states = (stacked * layer_weights).sum(dim=1)
         else:
             hidden_states = outputs.last_hidden_state
-        logits = self.classifier(self.dropout(masked_mean(hidden_states, attention_mask)))
+        pooled = masked_pool(hidden_states, attention_mask, self.config.classifier_pooling)
+        logits = self.classifier(self.dropout(pooled))
 
         loss = None
         if labels is not None:

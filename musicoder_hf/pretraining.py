@@ -27,7 +27,7 @@ from transformers import AutoModelForPreTraining
 from .checkpointing import latest_checkpoint, load_checkpoint, remove_incomplete_checkpoints, save_checkpoint
 from .configuration_musicoder import MusiCoderConfig
 from .data_collator import DataCollatorForMusiCoderPreTraining, random_crop
-from .feature_extraction_musicoder import MusiCoderFeatureExtractor
+from .data.features import feature_extractor_of
 from .optimization import create_noam_optimizer_and_schedule
 from .training_utils import build_accelerator, check_finite_loss, clip_and_check_gradients, total_optimizer_steps
 from .utils import derive_seed, write_json
@@ -123,6 +123,12 @@ def pretrain(args: PretrainingArguments) -> dict:
     pad_train = CropAndPad(collator, args.max_frames, args.seed)
 
     data = load_from_disk(args.data_dir)
+    feature_extractor = feature_extractor_of(args.data_dir)  # shipped with the model: the frames' own extractor
+    if feature_extractor.feature_size != config.feature_size:
+        raise ValueError(
+            f"The frames in {args.data_dir} have {feature_extractor.feature_size} channels but the model's "
+            f"feature_size is {config.feature_size}: set feature_size in --config_overrides or featurise again."
+        )
     train_data = data[args.train_split].select_columns(["input_features"])
     train_data = train_data.add_column("example_index", list(range(len(train_data))))
     if args.streaming:
@@ -261,7 +267,7 @@ def pretrain(args: PretrainingArguments) -> dict:
     if accelerator.is_main_process:
         final = output_dir / "final"
         accelerator.unwrap_model(model).save_pretrained(final, safe_serialization=True)
-        MusiCoderFeatureExtractor().save_pretrained(final)
+        feature_extractor.save_pretrained(final)
         write_json(output_dir / "summary.json", summary)
     accelerator.end_training()
     summary["model"] = accelerator.unwrap_model(model)

@@ -21,7 +21,7 @@ def test_musicoder_data_commands(command, capsys):
     assert exit_status(musicoder_data, [command, "--help"]) == 0
     out = capsys.readouterr().out
     assert f"musicoder-data {command}" in out and "--output_dir" in out
-    required = ["--input_dir", "in", "--output_dir", "out"] if command == "featurize" else []
+    required = ["--input_dir", "in", "--output_dir", "out"] if command in ("featurize", "feature-stats") else []
     assert exit_status(musicoder_data, [command, *required, "--no_such_option", "1"]) == 2
     assert "unrecognized arguments: --no_such_option 1" in capsys.readouterr().err
 

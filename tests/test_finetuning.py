@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from accelerate.utils import set_seed
 from datasets import Array2D, ClassLabel, Dataset, DatasetDict, Features, List, Value
 from sklearn.metrics import average_precision_score, roc_auc_score
 from pretraining_helpers import TINY, structured_clips
@@ -104,3 +105,99 @@ def test_metrics_match_sklearn_and_groups_average():
         np.mean(logits.argmax(1) == labels))
     groups, means = aggregate_by_group(np.array([[1.0, 0.0], [3.0, 2.0], [5.0, 5.0]]), ["a", "b", "a"])
     assert groups == ["a", "b"] and means.tolist() == [[3.0, 2.5], [3.0, 2.0]]
+
+
+def test_checkpoints_ship_the_feature_extractor_of_their_frames(tmp_path, caplog):
+    """Pre-training and fine-tuning save the extractor recorded beside the featurised frames (`save_featurised`), not
+    a default one; fine-tuning on frames of another extractor than the pre-trained one's says so."""
+    from datasets import load_from_disk
+    from pretraining_helpers import arguments, save_features_dataset
+
+    from musicoder_hf import MusiCoderFeatureExtractor
+    from musicoder_hf.data.features import save_featurised
+    from musicoder_hf.pretraining import pretrain
+
+    corpus_extractor = MusiCoderFeatureExtractor(log_eps=1e-8)
+    corpus = save_features_dataset(tmp_path / "corpus")
+    save_featurised(load_from_disk(corpus), tmp_path / "corpus_recorded", corpus_extractor)
+    pretrain(arguments(tmp_path / "corpus_recorded", tmp_path / "pretrain", max_steps=2))
+    shipped = MusiCoderFeatureExtractor.from_pretrained(tmp_path / "pretrain" / "final")
+    assert shipped.to_dict() == corpus_extractor.to_dict()
+
+    task_extractor = MusiCoderFeatureExtractor(log_eps=1e-6)
+    data = labeled_features(tmp_path / "data")
+    save_featurised(load_from_disk(data), tmp_path / "data_recorded", task_extractor)
+    with caplog.at_level("WARNING", logger="musicoder_hf.finetuning"):
+        finetune(FinetuningArguments(
+            data_dir=str(tmp_path / "data_recorded"), output_dir=str(tmp_path / "run"),
+            model_name_or_path=str(tmp_path / "pretrain" / "final"), num_epochs=1, cpu=True, max_frames=64,
+        ))
+    assert MusiCoderFeatureExtractor.from_pretrained(tmp_path / "run" / "best").to_dict() == task_extractor.to_dict()
+    assert "another feature extractor" in caplog.text
+
+
+@pytest.fixture(scope="module")
+def pretrained_folder(tmp_path_factory):
+    from musicoder_hf import MusiCoderFeatureExtractor, MusiCoderForPreTraining
+
+    folder = tmp_path_factory.mktemp("pretrained")
+    torch.manual_seed(0)
+    config = MusiCoderConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+    MusiCoderForPreTraining(config).save_pretrained(folder)
+    MusiCoderFeatureExtractor().save_pretrained(folder)
+    return folder
+
+
+def encoder_and_head(folder):
+    model = MusiCoderForSequenceClassification.from_pretrained(folder)
+    encoder = {k: v.clone() for k, v in model.base_model.state_dict().items()}
+    return encoder, model.classifier.weight.detach().clone()
+
+
+@pytest.mark.parametrize(("freeze_epochs", "num_epochs", "learning_rate", "head_learning_rate", "encoder_moves"), [
+    (1, 1, 1e-3, None, False),   # head alone on the frozen encoder
+    (1, 2, 1e-3, None, True),    # then the whole model
+    (0, 1, 0.0, 1e-2, False),    # a head learning rate of its own (the encoder's is 0 here)
+])
+def test_head_first_then_whole_model(tmp_path, pretrained_folder, freeze_epochs, num_epochs, learning_rate,
+                                     head_learning_rate, encoder_moves):
+    data = labeled_features(tmp_path / "data")
+    pretrained, _ = encoder_and_head(pretrained_folder)
+    finetune(FinetuningArguments(
+        data_dir=str(data), output_dir=str(tmp_path / "run"), model_name_or_path=str(pretrained_folder),
+        num_epochs=num_epochs, freeze_epochs=freeze_epochs, learning_rate=learning_rate,
+        head_learning_rate=head_learning_rate, warmup_ratio=0.0, dropout=0.0, cpu=True, max_frames=64,
+        metric_for_best_model="roc_auc_macro",
+    ))
+    encoder, head = encoder_and_head(tmp_path / "run" / "best")
+    moved = any(not torch.equal(encoder[key], pretrained[key]) for key in pretrained)
+    assert moved == encoder_moves
+    set_seed(0)  # the head `finetune` starts from (seed 0): it has learned in every case
+    fresh = MusiCoderForSequenceClassification.from_pretrained(pretrained_folder, num_labels=3).classifier.weight
+    assert fresh.shape == head.shape and not torch.equal(head, fresh.detach())
+
+
+@pytest.mark.parametrize("pooling", ["mean", "mean_std"])
+def test_probe_trains_the_head_on_frozen_embeddings(tmp_path, pretrained_folder, pooling):
+    """`--probe`: the encoder is untouched, the head learns from embeddings pooled once, and the saved model scores
+    whole clips exactly as the probe did."""
+    import shutil
+
+    data = labeled_features(tmp_path / "data")
+    pretrained_folder = shutil.copytree(pretrained_folder, tmp_path / "pretrained")
+    pretrained, _ = encoder_and_head(pretrained_folder)
+    config = MusiCoderConfig.from_pretrained(pretrained_folder)
+    config.classifier_pooling = pooling
+    config.save_pretrained(pretrained_folder)
+    metrics = finetune(FinetuningArguments(
+        data_dir=str(data), output_dir=str(tmp_path / "run"), model_name_or_path=str(pretrained_folder), probe=True,
+        num_epochs=60, head_learning_rate=1e-2, cpu=True,
+    ))
+    encoder, _ = encoder_and_head(tmp_path / "run" / "best")
+    assert all(torch.equal(encoder[key], pretrained[key]) for key in pretrained)
+    best_epoch = metrics["best_epoch"]
+    probe_validation = metrics["runs"][0]["history"][best_epoch - 1]["validation_accuracy"]
+    assert probe_validation == metrics["validation"]["accuracy"] > 0.6  # chance is 1/3
+    model = MusiCoderForSequenceClassification.from_pretrained(tmp_path / "run" / "best")
+    assert model.config.classifier_pooling == pooling
+    assert metrics["test"]["accuracy"] > 0.6

@@ -16,7 +16,7 @@ import torch
 
 from musicoder_hf import MusiCoderForSequenceClassification
 from musicoder_hf.data.labeled import label_info
-from musicoder_hf.finetuning import evaluate_split, load_featurised
+from musicoder_hf.finetuning import evaluate_split, load_featurised, checkpoint_feature_extractor
 from musicoder_hf.utils import command_line_parser, parse_command_line, write_json
 
 
@@ -40,7 +40,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"evaluate_checkpoint: error: no model folder at {args.model_dir}")
 
     try:  # a missing or malformed folder: one line naming it, not a traceback
-        data = load_featurised(args.data_dir)
+        data, _ = load_featurised(args.data_dir, feature_extractor=checkpoint_feature_extractor(args.model_dir))
         if args.split not in data:
             raise ValueError(f"No split {args.split!r} in {args.data_dir}; it has {list(data)}.")
         info = label_info(data[args.split])

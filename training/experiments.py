@@ -71,7 +71,7 @@ from musicoder_hf.builders import tasks as tasks_builder
 from musicoder_hf.configuration_musicoder import MusiCoderConfig
 from musicoder_hf.data.features import featurize_once
 from musicoder_hf.data.labeled import MULTI_LABEL, cross_validation_folds, label_info, load_labeled_dataset, to_multi_hot
-from musicoder_hf.embeddings import mean_pooled_hidden_states
+from musicoder_hf.embeddings import pooled_hidden_states
 from musicoder_hf.evaluation import compute_metrics, predict_logits
 from musicoder_hf.feature_extraction_musicoder import MusiCoderFeatureExtractor
 from musicoder_hf.finetuning import FinetuningArguments, train_grid
@@ -531,7 +531,7 @@ def _probe_job(dataset_path: str, init: str | None, targets: np.ndarray, splits:
     started = time.time()
     encoder = load_encoder(init, scale, seed)
     encoder.eval()
-    embeddings = mean_pooled_hidden_states(encoder, _load_dataset(dataset_path).with_format("numpy")["input_features"])
+    embeddings = pooled_hidden_states(encoder, _load_dataset(dataset_path).with_format("numpy")["input_features"])
     layers = []
     for layer in range(embeddings.shape[1]):
         per_split = {name: fit_select_score("mlp", scale.probe_alphas, embeddings[:, layer], targets, rows,

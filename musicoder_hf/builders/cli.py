@@ -3,6 +3,7 @@
     musicoder-data build-corpus --output_dir data/corpus --minutes 60
     musicoder-data build-tasks --output_dir data/tasks --limit 30
     musicoder-data featurize --input_dir data/corpus --output_dir data/corpus_features
+    musicoder-data feature-stats --input_dir data/corpus --output_dir runs/preprocessor
 
 `musicoder-data <command> --help` lists a command's options. Exit status: 0 success, 2 bad usage (an unknown command
 or option), 1 failure (a one-line message on stderr).
@@ -12,11 +13,13 @@ import argparse
 import importlib
 import sys
 
-# command -> (module whose main(argv) runs it, summary)
+# command -> ("module:function" that runs it with argv, summary)
 COMMANDS = {
-    "build-corpus": ("musicoder_hf.builders.corpus", "unlabeled pre-training clips from Debian soundtrack packages"),
-    "build-tasks": ("musicoder_hf.builders.tasks", "labeled folk-tradition and instrument-tagging tasks from music21"),
-    "featurize": ("musicoder_hf.data.features", "precompute 324-dim frames of an audio folder into Arrow"),
+    "build-corpus": ("musicoder_hf.builders.corpus:main", "unlabeled pre-training clips from Debian soundtrack packages"),
+    "build-tasks": ("musicoder_hf.builders.tasks:main", "labeled folk-tradition and instrument-tagging tasks from music21"),
+    "featurize": ("musicoder_hf.data.features:main", "precompute 324-dim frames of an audio folder into Arrow"),
+    "feature-stats": ("musicoder_hf.data.features:statistics_main",
+                      "per-channel statistics of an audio folder: a normalization='dataset' feature extractor"),
 }
 
 
@@ -37,7 +40,8 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in COMMANDS:
         # The command's own parser reads the rest (its --help included).
-        return importlib.import_module(COMMANDS[argv[0]][0]).main(argv[1:])
+        module, function = COMMANDS[argv[0]][0].split(":")
+        return getattr(importlib.import_module(module), function)(argv[1:])
     _parser().parse_args(argv)  # --help: exit 0; no or an unknown command: exit 2 with the list of commands
     return 2
 

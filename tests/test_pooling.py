@@ -1,0 +1,116 @@
+"""Statistics pooling (mean and standard deviation over valid frames): the classifier's `classifier_pooling`, the
+embedder's `pooling="mean_std"` and `pooled_hidden_states`, all invariant to padding."""
+
+import numpy as np
+import pytest
+import torch
+from test_hub_integration import SAMPLING_RATE, music_like_clip
+
+from musicoder_hf import (
+    MusiCoderConfig,
+    MusiCoderEmbedder,
+    MusiCoderFeatureExtractor,
+    MusiCoderForSequenceClassification,
+    MusiCoderModel,
+)
+from musicoder_hf.embeddings import pooled_hidden_states
+from musicoder_hf.modeling_musicoder import masked_pool
+
+
+def tiny_config(**overrides):
+    values = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                  hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    return MusiCoderConfig(**{**values, **overrides})
+
+
+def test_masked_pool_is_mean_and_population_std_of_the_valid_frames():
+    hidden = torch.randn(2, 9, 5, dtype=torch.float64)
+    mask = torch.tensor([[1] * 9, [1] * 4 + [0] * 5])
+    hidden[1, 4:] = 1e6  # padding must not leak in
+    pooled = masked_pool(hidden, mask, "mean_std")
+    assert pooled.shape == (2, 10)
+    for row, length in enumerate((9, 4)):
+        valid = hidden[row, :length]
+        torch.testing.assert_close(pooled[row, :5], valid.mean(0))
+        torch.testing.assert_close(pooled[row, 5:], valid.std(0, unbiased=False))
+    torch.testing.assert_close(masked_pool(hidden, mask, "mean"), pooled[:, :5])
+    # A constant clip has a finite gradient through the standard deviation.
+    constant = torch.ones(1, 6, 5, requires_grad=True)
+    masked_pool(constant, None, "mean_std").sum().backward()
+    assert torch.isfinite(constant.grad).all()
+    with pytest.raises(ValueError, match="'mean' or 'mean_std'"):
+        masked_pool(hidden, mask, "max")
+
+
+def test_classifier_with_statistics_pooling_ignores_padding_and_round_trips(tmp_path):
+    torch.manual_seed(0)
+    model = MusiCoderForSequenceClassification(tiny_config(classifier_pooling="mean_std", num_labels=3)).eval()
+    assert model.classifier.in_features == 64
+    clip = torch.randn(1, 40, 324)
+    padded = torch.cat([clip, torch.zeros(1, 25, 324)], dim=1)
+    mask = torch.cat([torch.ones(1, 40), torch.zeros(1, 25)], dim=1).long()
+    with torch.no_grad():
+        alone = model(clip).logits
+        in_padding = model(padded, attention_mask=mask).logits
+        hidden = model.musicoder(clip).last_hidden_state[0]
+    torch.testing.assert_close(in_padding, alone, atol=1e-5, rtol=1e-5)
+    by_hand = model.classifier(torch.cat([hidden.mean(0), hidden.std(0, unbiased=False)]))
+    torch.testing.assert_close(alone[0], by_hand, atol=1e-5, rtol=1e-5)
+
+    model.save_pretrained(tmp_path)
+    reloaded = MusiCoderForSequenceClassification.from_pretrained(tmp_path).eval()
+    assert reloaded.config.classifier_pooling == "mean_std"
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(clip).logits, alone)
+
+
+def test_unknown_classifier_pooling_is_refused():
+    with pytest.raises(Exception, match="classifier_pooling must be one of"):
+        tiny_config(classifier_pooling="max")
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    torch.manual_seed(0)
+    return MusiCoderEmbedder(MusiCoderModel(tiny_config()).eval(), MusiCoderFeatureExtractor())
+
+
+def test_embedder_statistics_pooling_of_one_window_is_exact(embedder):
+    clip = music_like_clip(seconds=4.0)
+    per_step = embedder(clip, pooling=None).embeddings  # (layers, frames, hidden)
+    stats = embedder(clip, pooling="mean_std").embeddings
+    assert stats.shape == (3, 64)
+    torch.testing.assert_close(stats[:, :32], per_step.mean(1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(stats[:, 32:], per_step.std(1, unbiased=False), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(stats[:, :32], embedder(clip).embeddings, atol=1e-6, rtol=1e-6)
+
+
+def test_embedder_statistics_pooling_over_windows(embedder):
+    # 800 frames (centred frames: 1 + samples // 1024), so that windows of 200 frames tile it exactly.
+    clip = np.concatenate([music_like_clip(seconds=7.0, seed=seed) for seed in range(3)])[: 799 * 1024 + 100]
+    # Windows that do not overlap: the standard deviation over every time step, exactly.
+    tiled = MusiCoderEmbedder(embedder.encoder, embedder.feature_extractor, window_frames=200, hop_frames=200)
+    per_step = tiled(clip, pooling=None).embeddings
+    stats = tiled(clip, pooling="mean_std").embeddings
+    torch.testing.assert_close(stats[:, 32:], per_step.std(1, unbiased=False), atol=1e-5, rtol=1e-4)
+    # Half-overlapping windows: the mean is unchanged by the statistics; the spread stays finite and positive.
+    overlapping = MusiCoderEmbedder(embedder.encoder, embedder.feature_extractor, window_frames=200, hop_frames=100)
+    stats = overlapping(clip, pooling="mean_std").embeddings
+    torch.testing.assert_close(stats[:, :32], overlapping(clip).embeddings, atol=1e-6, rtol=1e-6)
+    assert torch.isfinite(stats).all() and (stats[:, 32:] > 0).all()
+
+
+def test_pooled_hidden_states_of_featurised_clips(embedder):
+    extractor = embedder.feature_extractor
+    clips = [extractor(music_like_clip(seconds=s, seed=i), sampling_rate=SAMPLING_RATE)["input_features"][0]
+             for i, s in enumerate((2.0, 3.0))]
+    pooled = pooled_hidden_states(embedder.encoder, clips, pooling="mean_std", batch_size=2)
+    assert pooled.shape == (2, 3, 64)
+    for clip, row in zip(clips, pooled):
+        with torch.no_grad():
+            hidden = embedder.encoder(torch.as_tensor(clip)[None], output_hidden_states=True).hidden_states
+        for layer, states in enumerate(hidden):
+            expected = masked_pool(states, None, "mean_std")[0].numpy()
+            np.testing.assert_allclose(row[layer], expected, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        pooled_hidden_states(embedder.encoder, clips, pooling=None)
