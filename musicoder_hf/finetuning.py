@@ -119,6 +119,14 @@ def checkpoint_feature_extractor(model_name_or_path: str | None) -> MusiCoderFea
     return MusiCoderFeatureExtractor.from_pretrained(model_name_or_path)
 
 
+def same_features(first: MusiCoderFeatureExtractor, second: MusiCoderFeatureExtractor) -> bool:
+    """Whether two extractors produce the same frames (their settings, leaving out where their code is saved)."""
+    def settings(feature_extractor):
+        return {key: value for key, value in feature_extractor.to_dict().items() if key != "auto_map"}
+
+    return settings(first) == settings(second)
+
+
 class CropCollate:
     """Random crop to `max_frames` (seeded per epoch and example) + padding; labels as class ids or multi-hot."""
 
@@ -364,7 +372,7 @@ def finetune(args: FinetuningArguments) -> dict:
     accelerator = build_accelerator(args.output_dir, args.mixed_precision, 1, args.report_to, args.cpu)
     pretrained = None if args.from_scratch else checkpoint_feature_extractor(args.model_name_or_path)
     data, feature_extractor = load_featurised(args.data_dir, args.num_proc, pretrained)
-    if pretrained is not None and pretrained.to_dict() != feature_extractor.to_dict():
+    if pretrained is not None and not same_features(pretrained, feature_extractor):
         logger.warning(
             "The frames in %s come from another feature extractor than %s was pre-trained with; the fine-tuned model "
             "ships the one of the frames. Featurise the audio folder with the checkpoint's extractor to match.",

@@ -310,3 +310,28 @@ def test_feature_stats_command_saves_a_dataset_extractor(tmp_path):
     expected = feature_statistics(Dataset.from_dict({"input_features": frames}))
     np.testing.assert_allclose(saved.feature_mean, expected["feature_mean"], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(saved.feature_std, np.maximum(expected["feature_std"], 1e-3), rtol=1e-5, atol=1e-5)
+
+
+def test_featurize_command_records_its_feature_extractor(tmp_path):
+    """`musicoder-data featurize` saves the extractor beside the frames, and training reads it back from there."""
+    import soundfile
+    from datasets import load_from_disk
+
+    from musicoder_hf.builders.cli import main as musicoder_data
+    from musicoder_hf.data.features import feature_extractor_of
+
+    folder = tmp_path / "audio" / "train"
+    folder.mkdir(parents=True)
+    t = np.arange(44100) / 44100
+    for index in range(2):
+        soundfile.write(folder / f"clip{index}.wav", (0.3 * np.sin(2 * np.pi * 330 * (index + 1) * t)).astype(np.float32),
+                        44100, subtype="FLOAT")
+    assert musicoder_data(["featurize", "--input_dir", str(tmp_path / "audio"), "--output_dir",
+                           str(tmp_path / "features"), "--backend", "torch"]) == 0
+    frames = load_from_disk(tmp_path / "features")["train"]
+    assert len(frames) == 2 and frames[0]["num_frames"] == 44
+    from musicoder_hf.finetuning import same_features
+
+    recorded = feature_extractor_of(tmp_path / "features")
+    assert recorded.backend == "torch" and same_features(recorded, MusiCoderFeatureExtractor(backend="torch"))
+    assert not same_features(recorded, MusiCoderFeatureExtractor())

@@ -4,6 +4,7 @@ import contextlib
 import json
 import logging
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
@@ -232,26 +233,22 @@ def feature_extractor_of(data_dir) -> MusiCoderFeatureExtractor:
     return MusiCoderFeatureExtractor()
 
 
+@dataclass
+class FeaturizeArguments:
+    input_dir: str = field(metadata={"help": "audiofolder dataset (e.g. data/corpus)"})
+    output_dir: str = field(metadata={"help": "where to save_to_disk the featurised DatasetDict"})
+    num_proc: int | None = field(default=None, metadata={"help": "processes for Dataset.map"})
+    backend: Literal["librosa", "torch"] = field(
+        default="librosa", metadata={"help": "feature backend: the librosa reference or the batched torch implementation"}
+    )
+    device: str = field(default="cpu", metadata={"help": 'torch backend: "cpu" or "cuda"'})
+    batch_size: int | None = field(default=None, metadata={"help": "clips per extractor call (map batch)"})
+
+
 def main(argv=None) -> int:
-    """`musicoder-data featurize`: an audio folder (Hugging Face audiofolder layout) into a saved Arrow dataset."""
-    import dataclasses
-    from typing import Literal
-
+    """`musicoder-data featurize`: an audio folder (Hugging Face audiofolder layout) into a saved Arrow dataset, with
+    the feature extractor beside it (`save_featurised`)."""
     from datasets import load_dataset
-
-    @dataclasses.dataclass
-    class FeaturizeArguments:
-        input_dir: str = dataclasses.field(metadata={"help": "audiofolder dataset (e.g. data/corpus)"})
-        output_dir: str = dataclasses.field(metadata={"help": "where to save_to_disk the featurised DatasetDict"})
-        num_proc: int | None = dataclasses.field(default=None, metadata={"help": "processes for Dataset.map"})
-        backend: Literal["librosa", "torch"] = dataclasses.field(
-            default="librosa",
-            metadata={"help": "feature backend: the librosa reference or the batched torch implementation"},
-        )
-        device: str = dataclasses.field(default="cpu", metadata={"help": 'torch backend: "cpu" or "cuda"'})
-        batch_size: int | None = dataclasses.field(
-            default=None, metadata={"help": "clips per extractor call (map batch)"}
-        )
 
     parser = command_line_parser(
         FeaturizeArguments,
@@ -276,7 +273,7 @@ class StatisticsArguments:
     output_dir: str = field(metadata={"help": "where the feature extractor (preprocessor_config.json) is saved"})
     split: str = field(default="train", metadata={"help": "the split whose frames give the statistics"})
     num_proc: int | None = field(default=None, metadata={"help": "processes for the feature extraction"})
-    backend: str = field(default="librosa", metadata={"help": 'feature backend: "librosa" or "torch"'})
+    backend: Literal["librosa", "torch"] = field(default="librosa", metadata={"help": "feature backend"})
 
 
 def statistics_main(argv=None) -> int:
