@@ -3,7 +3,8 @@
     from musicoder_hf.embeddings import MusiCoderEmbedder
 
     embedder = MusiCoderEmbedder.from_pretrained("path/to/checkpoint")
-    clip = embedder("track.flac")                       # every layer, mean over time: (num_layers + 1, hidden_size)
+    clip = embedder("track.flac")                       # every layer, pooled over time as the checkpoint pools
+                                                        # (config.classifier_pooling): (num_layers + 1, dim)
     frames = embedder("track.flac", pooling=None)       # every layer, per time step: (num_layers + 1, frames, hidden)
     stack = embedder("track.flac", layers=[-3, -2, -1]) # a stack of the last three layers, as in MAEST
 
@@ -202,13 +203,21 @@ class MusiCoderEmbedder:
             resolved.append(layer % self.num_hidden_states)
         return tuple(resolved)
 
+    def resolve_pooling(self, pooling: str | None) -> str | None:
+        """`"auto"` -> the checkpoint's `config.classifier_pooling`; anything else is checked and returned."""
+        if pooling == "auto":
+            return self.encoder.config.classifier_pooling
+        if pooling not in (*POOLING_MODES, None):
+            raise ValueError(f"pooling must be \"auto\", one of {POOLING_MODES}, or None; got {pooling!r}.")
+        return pooling
+
     @torch.no_grad()
     def __call__(
         self,
         audio,
         sampling_rate: int | None = None,
         layers: int | Sequence[int] | None = None,
-        pooling: str | None = "mean",
+        pooling: str | None = "auto",
     ) -> MusiCoderEmbeddingOutput | list[MusiCoderEmbeddingOutput]:
         """
         Embed one clip, or a list of clips (their windows are batched together).
@@ -219,11 +228,11 @@ class MusiCoderEmbedder:
             sampling_rate (`int`, *optional*): rate of array inputs; other rates are resampled. Default: the
                 feature extractor's rate.
             layers (`int` or `list[int]`, *optional*): which hidden states; default all.
-            pooling (`"mean"`, `"mean_std"` or `None`): mean over time, mean and standard deviation over time
-                (statistics pooling), or one embedding per time step.
+            pooling (`"auto"`, `"mean"`, `"mean_std"` or `None`): mean over time, mean and standard deviation over
+                time (statistics pooling, `2 * hidden_size` values per layer), or one embedding per time step.
+                `"auto"` (the default) pools as the checkpoint's classifier does (`config.classifier_pooling`).
         """
-        if pooling not in (*POOLING_MODES, None):
-            raise ValueError(f"pooling must be one of {POOLING_MODES} or None, got {pooling!r}.")
+        pooling = self.resolve_pooling(pooling)
         single = not isinstance(audio, (list, tuple))
         clips = [audio] if single else list(audio)
         layers = self.resolve_layers(layers)

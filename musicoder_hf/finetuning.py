@@ -5,6 +5,7 @@ tasks, or a user's folder with label subfolders or a CSV), featurised once and c
 `DatasetDict` saved with `save_to_disk`. The best model on validation is kept; metrics go to `metrics.json`.
 """
 
+import dataclasses
 import itertools
 import json
 import logging
@@ -35,6 +36,9 @@ from .utils import atomic_directory, derive_seed, write_json
 
 logger = logging.getLogger(__name__)
 
+# Relative to the repository root, where the training scripts run.
+SHIPPED_CHECKPOINT = "pretrained/musicoder-small"
+
 # Paper Table 4: exhaustive search, best on validation.
 TABLE4_GRID = {
     "per_device_train_batch_size": (16, 24, 32),
@@ -49,15 +53,19 @@ class FinetuningArguments:
     data_dir: str = field(metadata={"help": "Labeled audio folder, or a featurised DatasetDict (save_to_disk)."})
     output_dir: str = field(metadata={"help": "best/ (model + feature extractor), metrics.json, history."})
     model_name_or_path: str | None = field(
-        default=None, metadata={"help": "Pre-trained MusiCoder folder; omit with --from_scratch."}
+        default=SHIPPED_CHECKPOINT, metadata={"help": "Pre-trained MusiCoder folder or Hub id (default: the checkpoint "
+                                              "shipped in the repository); ignored with --from_scratch."}
     )
     from_scratch: bool = field(default=False, metadata={"help": "Random init (the no-pre-training ablation)."})
     preset: str = "musicoder-base"
     config_overrides: str | None = field(default=None, metadata={"help": "With --from_scratch: config fields."})
-    learning_rate: float = 3e-5
+    # Defaults for a few hundred clips and the shipped checkpoint: the head first learns on the frozen encoder
+    # (`freeze_epochs`, at its own `head_learning_rate`), then the whole model trains gently; the best epoch on
+    # validation is kept. The paper's Table 4 (2-4 epochs at 2e-5 to 5e-5, for Base and large datasets) is `--grid`.
+    learning_rate: float = field(default=1e-4, metadata={"help": "Learning rate of the encoder."})
     per_device_train_batch_size: int = 16
     per_device_eval_batch_size: int = 16
-    num_epochs: float = 3.0
+    num_epochs: float = 20.0
     dropout: float = field(default=0.1, metadata={"help": "Hidden and classifier dropout (Table 4: 0.05 or 0.1)."})
     attention_dropout: float | None = field(
         default=None, metadata={"help": "Attention-probability dropout; default: same as --dropout."}
@@ -70,14 +78,15 @@ class FinetuningArguments:
         default=None,
         metadata={"help": "Smaller grid, e.g. 'learning_rate=1e-4|3e-4,num_epochs=5' ('|' separates values)."},
     )
-    max_frames: int = field(default=1292, metadata={"help": "Training crop (frames); evaluation sees whole clips."})
+    max_frames: int | None = field(default=None, metadata={
+        "help": "Training crop in frames, random per epoch (default: the model's window, config."
+        "max_position_embeddings: 300 frames = 7 s for the shipped checkpoint); evaluation windows whole clips."})
     freeze_base_model: bool = field(default=False, metadata={"help": "Train the head only (linear probe)."})
-    freeze_epochs: int = field(default=0, metadata={
+    freeze_epochs: int = field(default=5, metadata={
         "help": "Train the head alone on the frozen encoder for this many epochs, then the whole model: a new head "
         "first learns from the pre-trained features instead of disturbing them with random gradients."})
-    head_learning_rate: float | None = field(default=None, metadata={
-        "help": "Learning rate of the head (classifier and layer weights); default: --learning_rate (with --probe: "
-        "1e-3)."})
+    head_learning_rate: float | None = field(default=1e-3, metadata={
+        "help": "Learning rate of the head (classifier and layer weights); None: --learning_rate."})
     probe: bool = field(default=False, metadata={
         "help": "Fast frozen probe: pool every clip's frames through the frozen encoder once, then train only the "
         "linear head on these embeddings (best epoch on validation kept). Many epochs cost seconds."})
@@ -188,10 +197,29 @@ def build_model(args: FinetuningArguments, names: list[str], problem_type: str, 
     else:
         if args.model_name_or_path is None:
             raise ValueError("Give --model_name_or_path (a pre-trained MusiCoder) or --from_scratch.")
+        if args.model_name_or_path == SHIPPED_CHECKPOINT and not Path(SHIPPED_CHECKPOINT).is_dir():
+            raise ValueError(
+                f"The default --model_name_or_path {SHIPPED_CHECKPOINT} is the checkpoint shipped in the repository, "
+                f"and there is no such folder under {Path.cwd()}: run from the repository root, or pass "
+                "--model_name_or_path (a local folder or a Hub id), or --from_scratch."
+            )
         model = MusiCoderForSequenceClassification.from_pretrained(args.model_name_or_path, **head)
     if args.freeze_base_model:
         model.freeze_base_model()
     return model
+
+
+def training_crop(args: FinetuningArguments, config) -> int:
+    """`--max_frames`, or the model's window when not given; longer than the window is refused."""
+    window = config.max_position_embeddings
+    if args.max_frames is None:
+        return window
+    if args.max_frames > window:
+        raise ValueError(
+            f"--max_frames {args.max_frames} is longer than the model's window of {window} frames "
+            "(config.max_position_embeddings): give at most that, or leave --max_frames out to use the window."
+        )
+    return args.max_frames
 
 
 def train_one(args, accelerator, data, info: LabelInfo, hyper, leader: dict,
@@ -204,7 +232,7 @@ def train_one(args, accelerator, data, info: LabelInfo, hyper, leader: dict,
     metric = args.metric_for_best_model or ("pr_auc_macro" if multi_label else "accuracy")
     set_seed(args.seed)
     model = build_model(args, names, problem_type, hyper["dropout"])
-    collate = CropCollate(label_column, len(names), multi_label, args.max_frames, args.seed)
+    collate = CropCollate(label_column, len(names), multi_label, training_crop(args, model.config), args.seed)
     train = data[args.train_split]
     train = train.add_column("example_index", list(range(len(train)))).with_format("numpy")
     loader = DataLoader(
@@ -365,9 +393,25 @@ def train_grid(args: FinetuningArguments, accelerator, data, info: LabelInfo,
     return runs, leader
 
 
+def check_schedule(args: FinetuningArguments) -> None:
+    """Refuse settings under which the encoder would silently never train."""
+    if args.probe or args.freeze_base_model or args.freeze_epochs <= 0:
+        return
+    shortest = min(point["num_epochs"] for point in grid_points(args))
+    if args.freeze_epochs >= shortest:
+        raise ValueError(
+            f"--freeze_epochs {args.freeze_epochs} is not below --num_epochs {shortest:g}: the encoder would never be "
+            "fine-tuned. Lower --freeze_epochs (0 trains the whole model from the start), raise --num_epochs, or "
+            "train the head alone on purpose with --freeze_base_model or --probe."
+        )
+
+
 def finetune(args: FinetuningArguments) -> dict:
     """Fine-tune (over the grid if asked), keep the best model on validation, score it on test; returns metrics."""
     started = time.time()
+    if args.grid:  # the paper's Table 4 protocol: the whole model at one learning rate from the first step
+        args = dataclasses.replace(args, freeze_epochs=0, head_learning_rate=None)
+    check_schedule(args)
     output_dir = Path(args.output_dir)
     accelerator = build_accelerator(args.output_dir, args.mixed_precision, 1, args.report_to, args.cpu)
     pretrained = None if args.from_scratch else checkpoint_feature_extractor(args.model_name_or_path)

@@ -7,7 +7,9 @@
     frames, timestamps_ms = hear.get_timestamp_embeddings(audio, model)
 
 The embedding of a time step is the stack of the selected layers' hidden states, concatenated (MAEST-style); by default
-every encoder layer (1 .. num_hidden_layers), so `scene_embedding_size = num_hidden_layers * hidden_size`. Pass
+every encoder layer (1 .. num_hidden_layers), so `timestamp_embedding_size = num_hidden_layers * hidden_size`. Scene
+embeddings pool over time as the checkpoint's classifier does (`config.classifier_pooling`): the mean, or the mean and
+standard deviation (then `scene_embedding_size` is twice that). Pass
 `layers=[...]` to `load_model` to choose (0 is the input embedding). Time steps are the model's frames: one every
 `hop_length / sample_rate` s (23.2 ms), timestamps at frame centres. Sounds of any length are windowed as in
 [`~musicoder_hf.embeddings.MusiCoderEmbedder`].
@@ -29,8 +31,10 @@ class MusiCoderHearModel(torch.nn.Module):
         self.encoder = embedder.encoder  # registered as a submodule so `.to(device)` moves it
         self.layers = embedder.resolve_layers(layers)
         self.sample_rate = embedder.feature_extractor.sampling_rate
-        self.scene_embedding_size = len(self.layers) * embedder.hidden_size
-        self.timestamp_embedding_size = self.scene_embedding_size
+        # scene embeddings pool as the checkpoint does (mean, or mean and standard deviation: twice the size)
+        self.scene_pooling = embedder.resolve_pooling("auto")
+        self.timestamp_embedding_size = len(self.layers) * embedder.hidden_size
+        self.scene_embedding_size = self.timestamp_embedding_size * (2 if self.scene_pooling == "mean_std" else 1)
 
     def embed(self, audio: torch.Tensor, pooling: str | None):
         if not isinstance(audio, torch.Tensor) or audio.ndim != 2:
@@ -60,8 +64,8 @@ def load_model(
 
 
 def get_scene_embeddings(audio: torch.Tensor, model: MusiCoderHearModel) -> torch.Tensor:
-    """`(n_sounds, n_samples)` audio -> `(n_sounds, scene_embedding_size)`: per-layer means over time, concatenated."""
-    embeddings, _ = model.embed(audio, pooling="mean")
+    """`(n_sounds, n_samples)` audio -> `(n_sounds, scene_embedding_size)`: each layer pooled over time, concatenated."""
+    embeddings, _ = model.embed(audio, pooling=model.scene_pooling)
     return torch.stack(embeddings)
 
 

@@ -367,7 +367,9 @@ class MusiCoderModel(MusiCoderPreTrainedModel):
         if num_frames > self.config.max_position_embeddings:
             raise ValueError(
                 f"Got {num_frames} frames but MusiCoder attends over at most {self.config.max_position_embeddings} "
-                "frames per forward (about 37 s of audio). Split longer audio into chunks (the audio-classification "
+                f"frames per forward (config.max_position_embeddings; about "
+                f"{self.config.max_position_embeddings * 1024 / 44100:.0f} s at 44.1 kHz and hop 1024). Split longer "
+                "audio into chunks (the audio-classification "
                 "pipeline and the embedding API do this for you); the model never truncates silently."
             )
         if attention_mask is not None:

@@ -79,8 +79,9 @@ class MusiCoderFeatureExtractionPipeline(Pipeline):
     """
     Per-layer embeddings of audio of any length through the pipeline API (a [`MusiCoderEmbedder`] inside).
 
-    Call arguments: `layers` (`int` or `list[int]`, default all hidden states), `pooling` (`"mean"`, default, or
-    `None` for one embedding per time step), `window_frames`, `hop_frames`, `return_tensors` (default `False`: nested
+    Call arguments: `layers` (`int` or `list[int]`, default all hidden states), `pooling` (`"auto"`, default: as
+    the checkpoint's classifier pools, `config.classifier_pooling`; `"mean"`, `"mean_std"`, or `None` for one embedding
+    per time step), `window_frames`, `hop_frames`, `return_tensors` (default `False`: nested
     lists, like the stock feature-extraction pipeline). Returns `(num_layers, hidden_size)` or
     `(num_layers, num_frames, hidden_size)`.
     """
@@ -91,7 +92,7 @@ class MusiCoderFeatureExtractionPipeline(Pipeline):
     _load_tokenizer = False
 
     def _sanitize_parameters(
-        self, layers=None, pooling="mean", window_frames=None, hop_frames=None, return_tensors=None, **kwargs
+        self, layers=None, pooling="auto", window_frames=None, hop_frames=None, return_tensors=None, **kwargs
     ):
         forward_params = {
             "layers": layers,
@@ -105,7 +106,7 @@ class MusiCoderFeatureExtractionPipeline(Pipeline):
     def preprocess(self, inputs):
         return {"waveform": load_audio(inputs, self.feature_extractor.sampling_rate)}
 
-    def _forward(self, model_inputs, layers=None, pooling="mean", window_frames=None, hop_frames=None):
+    def _forward(self, model_inputs, layers=None, pooling="auto", window_frames=None, hop_frames=None):
         embedder = MusiCoderEmbedder(self.model, self.feature_extractor, window_frames, hop_frames)
         return {"embeddings": embedder(model_inputs["waveform"], layers=layers, pooling=pooling).embeddings}
 

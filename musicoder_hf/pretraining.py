@@ -10,6 +10,7 @@ killed run resumed from its last checkpoint therefore sees the same batches, mas
 one, and reaches the same weights.
 """
 
+import functools
 import json
 import logging
 import time
@@ -56,7 +57,8 @@ class PretrainingArguments:
     lr_scale: float = field(default=1.0, metadata={"help": "Multiplies the Noam learning rate H^-0.5 * min(...)."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping; 0 disables."})
     max_frames: int | None = field(
-        default=None, metadata={"help": "Random crop of each clip to at most this many frames (faster small runs)."}
+        default=None, metadata={"help": "Random crop of each training clip to at most this many frames (faster "
+                                "runs); validation clips are cut to their first max_frames frames."}
     )
     mixed_precision: str | None = field(
         default=None, metadata={"help": "no, fp16 or bf16; default: what `accelerate launch` was configured with."}
@@ -102,6 +104,11 @@ class CropAndPad:
                                            int(example["example_index"]))}
             for example in examples
         ])
+
+
+def pad_first_frames(examples, collator: DataCollatorForMusiCoderPreTraining, max_frames: int | None):
+    """DataLoader collate for validation: each clip's first `max_frames` frames (all with None), padded."""
+    return collator.pad([{"input_features": example["input_features"][:max_frames]} for example in examples])
 
 
 def pretrain(args: PretrainingArguments) -> dict:
@@ -150,10 +157,12 @@ def pretrain(args: PretrainingArguments) -> dict:
         )
     eval_loader = None
     if args.eval_split in data:
+        # With --max_frames, validation clips are cut to their first max_frames frames: the model never trains on
+        # longer sequences, and the loss on longer ones measures length extrapolation, not masked reconstruction.
         eval_loader = DataLoader(
             data[args.eval_split].select_columns(["input_features"]).with_format("numpy"),
             batch_size=args.per_device_eval_batch_size,
-            collate_fn=collator.pad,
+            collate_fn=functools.partial(pad_first_frames, collator=collator, max_frames=args.max_frames),
         )
 
     optimizer, schedule = create_noam_optimizer_and_schedule(
@@ -196,6 +205,8 @@ def pretrain(args: PretrainingArguments) -> dict:
     model.train()
     progress = tqdm(total=total_steps, initial=state["step"], disable=not accelerator.is_local_main_process)
     started, frames_seen, window_loss, window_batches = time.time(), 0, 0.0, 0
+    # `elapsed_seconds` in the history is training time across resumes: a resumed run continues the clock.
+    clock_start = started - next((r["elapsed_seconds"] for r in reversed(state["history"]) if "elapsed_seconds" in r), 0.0)
     while state["step"] < total_steps:
         pad_train.epoch = state["epoch"]
         if args.streaming:
@@ -237,7 +248,7 @@ def pretrain(args: PretrainingArguments) -> dict:
                 record = record or {"step": step}
                 record["eval_loss"] = evaluate()
             if record is not None:
-                record["elapsed_seconds"] = round(time.time() - started, 2)
+                record["elapsed_seconds"] = round(time.time() - clock_start, 2)
                 state["history"].append(record)
                 accelerator.log({k: v for k, v in record.items() if k != "step"}, step=step)
                 progress.set_postfix({k: round(v, 4) for k, v in record.items() if "loss" in k})

@@ -40,7 +40,8 @@ def test_musicoder_data_dispatcher(capsys):
 @pytest.mark.parametrize(
     ("script", "option"),
     [("pretrain", "--max_steps"), ("finetune", "--freeze_base_model"), ("experiments", "--scale"),
-     ("demo", "--pretrain_steps"), ("push", "--repo_id"), ("evaluate_checkpoint", "--group_column")],
+     ("demo", "--pretrained_model"), ("push", "--repo_id"), ("evaluate_checkpoint", "--group_column"),
+     ("build_pretrained", "--card_only")],
 )
 def test_training_scripts(script, option, capsys):
     main = importlib.import_module(f"training.{script}").main

@@ -204,3 +204,40 @@ def test_pretrainings_are_reused_only_for_the_same_corpus_and_never_resumed_from
         expected = load_file(tmp_path / "empty" / f"pretrain_{variant}" / "final" / "model.safetensors")
         assert all(torch.equal(weights[k], expected[k]) for k in expected)
         assert again[variant]["final_loss"] == reference[variant]["final_loss"] != first[variant]["final_loss"]
+
+
+def test_shipped_checkpoint_rows_compare_probes_poolings_random_init_and_handcrafted(tmp_path):
+    """`evaluate_shipped` (the rows `make paper` adds for pretrained/musicoder-small) on a tiny checkpoint with a
+    dataset-normalising extractor: every layer and all layers for both poolings and a random init of the same
+    architecture, the fine-tuned row, paired comparisons of the same names on both tasks, and the card's entries."""
+    from musicoder_hf import MusiCoderConfig, MusiCoderModel
+    from training.experiments import evaluate_shipped
+
+    data = synthetic_data()
+    model_dir = tmp_path / "shipped"
+    torch.manual_seed(123)  # not the seed of the random-init rows
+    MusiCoderModel(MusiCoderConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                                   classifier_pooling="mean_std")).save_pretrained(model_dir)
+    MusiCoderFeatureExtractor(normalization="dataset", feature_mean=[0.0] * 324, feature_std=[2.0] * 324
+                              ).save_pretrained(model_dir)
+    scale = SCALE.replace(n_folds=2)
+    results = evaluate_shipped(data, model_dir, tmp_path / "run", scale, seed=0, finetune_rows=True)
+    for task in ("folk", "instruments"):
+        rows = results["tasks"][task]["rows"]
+        for encoder in ("pretrained", "random"):
+            for pooling in ("mean", "mean_std"):
+                expected = {f"{encoder}_{pooling}_layer{k}" for k in range(3)} | {f"{encoder}_{pooling}_all"}
+                assert expected <= set(rows)
+        assert {"handcrafted_logreg", "handcrafted_cmvn_logreg", "handcrafted_both_logreg", "finetuned"} <= set(rows)
+        for row in rows.values():
+            assert len(row["splits"]) == (2 if task == "folk" else 1)
+        # pre-trained and random-init embeddings differ (the checkpoint's weights are used)
+        assert rows["pretrained_mean_all"]["splits"] != rows["random_mean_all"]["splits"]
+    assert list(results["comparisons"]["folk"]) == list(results["comparisons"]["instruments"])
+    assert "fine-tuned vs best hand-crafted" in results["comparisons"]["folk"]
+    assert "p_value" in results["comparisons"]["folk"]["best probe (mean_std) vs best hand-crafted"]
+    assert "roc_auc_macro" in results["comparisons"]["instruments"]["best probe (mean_std) vs best hand-crafted"]
+    assert {(e["task"], e["metric"]) for e in results["card_results"]} == {
+        ("folk", "accuracy"), ("instruments", "roc_auc_macro"), ("instruments", "pr_auc_macro")}
+    assert "pre-trained, mean_std, all layers" in results["markdown"]
+    assert json.loads((tmp_path / "run" / "shipped_results.json").read_text())["markdown"] == results["markdown"]

@@ -45,7 +45,7 @@ def test_finetune_learns_keeps_best_and_writes_metrics(tmp_path, multi_label):
     metrics = finetune(FinetuningArguments(
         data_dir=str(data), output_dir=str(tmp_path / "run"), from_scratch=True, config_overrides=TINY,
         learning_rate=1e-3, num_epochs=4, per_device_train_batch_size=8, cpu=True, max_frames=64,
-        grid_overrides="learning_rate=1e-3|1e-6",
+        grid_overrides="learning_rate=1e-3|1e-6", freeze_epochs=0, head_learning_rate=None,
     ))
     written = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert written["validation"] == metrics["validation"] and "test" in written
@@ -130,7 +130,8 @@ def test_checkpoints_ship_the_feature_extractor_of_their_frames(tmp_path, caplog
     with caplog.at_level("WARNING", logger="musicoder_hf.finetuning"):
         finetune(FinetuningArguments(
             data_dir=str(tmp_path / "data_recorded"), output_dir=str(tmp_path / "run"),
-            model_name_or_path=str(tmp_path / "pretrain" / "final"), num_epochs=1, cpu=True, max_frames=64,
+            model_name_or_path=str(tmp_path / "pretrain" / "final"), num_epochs=1, freeze_epochs=0, cpu=True,
+            max_frames=64,
         ))
     assert MusiCoderFeatureExtractor.from_pretrained(tmp_path / "run" / "best").to_dict() == task_extractor.to_dict()
     assert "another feature extractor" in caplog.text
@@ -155,7 +156,7 @@ def encoder_and_head(folder):
 
 
 @pytest.mark.parametrize(("freeze_epochs", "num_epochs", "learning_rate", "head_learning_rate", "encoder_moves"), [
-    (1, 1, 1e-3, None, False),   # head alone on the frozen encoder
+    (1, 1, 1e-3, None, None),    # every epoch frozen: refused, the encoder would never train
     (1, 2, 1e-3, None, True),    # then the whole model
     (0, 1, 0.0, 1e-2, False),    # a head learning rate of its own (the encoder's is 0 here)
 ])
@@ -163,12 +164,18 @@ def test_head_first_then_whole_model(tmp_path, pretrained_folder, freeze_epochs,
                                      head_learning_rate, encoder_moves):
     data = labeled_features(tmp_path / "data")
     pretrained, _ = encoder_and_head(pretrained_folder)
-    finetune(FinetuningArguments(
+    arguments = FinetuningArguments(
         data_dir=str(data), output_dir=str(tmp_path / "run"), model_name_or_path=str(pretrained_folder),
         num_epochs=num_epochs, freeze_epochs=freeze_epochs, learning_rate=learning_rate,
         head_learning_rate=head_learning_rate, warmup_ratio=0.0, dropout=0.0, cpu=True, max_frames=64,
         metric_for_best_model="roc_auc_macro",
-    ))
+    )
+    if encoder_moves is None:
+        with pytest.raises(ValueError, match="never be fine-tuned"):
+            finetune(arguments)
+        assert not (tmp_path / "run" / "best").exists()
+        return
+    finetune(arguments)
     encoder, head = encoder_and_head(tmp_path / "run" / "best")
     moved = any(not torch.equal(encoder[key], pretrained[key]) for key in pretrained)
     assert moved == encoder_moves
@@ -201,3 +208,25 @@ def test_probe_trains_the_head_on_frozen_embeddings(tmp_path, pretrained_folder,
     model = MusiCoderForSequenceClassification.from_pretrained(tmp_path / "run" / "best")
     assert model.config.classifier_pooling == pooling
     assert metrics["test"]["accuracy"] > 0.6
+
+
+def test_schedule_that_never_trains_the_encoder_is_refused_and_the_paper_grid_trains_it_from_the_start(tmp_path):
+    from musicoder_hf.finetuning import check_schedule
+
+    with pytest.raises(ValueError, match="--freeze_epochs 5 is not below --num_epochs 3"):
+        check_schedule(FinetuningArguments(data_dir="-", output_dir="-", freeze_epochs=5, num_epochs=3))
+    with pytest.raises(ValueError, match="never be fine-tuned"):  # a grid point too short for the frozen epochs
+        check_schedule(FinetuningArguments(data_dir="-", output_dir="-", freeze_epochs=3,
+                                           grid_overrides="num_epochs=2|10"))
+    check_schedule(FinetuningArguments(data_dir="-", output_dir="-", freeze_epochs=5, num_epochs=3, probe=True))
+    check_schedule(FinetuningArguments(data_dir="-", output_dir="-"))  # the defaults: 5 of 20 epochs frozen
+    data = labeled_features(tmp_path / "data")
+    metrics = finetune(FinetuningArguments(
+        data_dir=str(data), output_dir=str(tmp_path / "grid"), from_scratch=True,
+        config_overrides="hidden_size=16,num_hidden_layers=1,num_attention_heads=2,intermediate_size=32",
+        grid=True, grid_overrides="per_device_train_batch_size=16,learning_rate=5e-5,num_epochs=2,dropout=0.1",
+        cpu=True, max_frames=32,
+    ))
+    # Table 4's protocol: no frozen epochs and one learning rate for the whole model
+    assert metrics["arguments"]["freeze_epochs"] == 0 and metrics["arguments"]["head_learning_rate"] is None
+    assert len(metrics["runs"]) == 1 and len(metrics["runs"][0]["history"]) == 2

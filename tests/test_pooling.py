@@ -114,3 +114,30 @@ def test_pooled_hidden_states_of_featurised_clips(embedder):
             np.testing.assert_allclose(row[layer], expected, atol=1e-5, rtol=1e-4)
     with pytest.raises(ValueError, match="pooling must be one of"):
         pooled_hidden_states(embedder.encoder, clips, pooling=None)
+
+
+def test_embedder_hear_and_pipeline_default_to_the_checkpoints_pooling(tmp_path):
+    """pooling="auto" (the default) is `config.classifier_pooling`: a checkpoint trained with statistics pooling is
+    embedded with it unless the caller asks otherwise."""
+    from transformers import pipeline
+
+    from musicoder_hf import MusiCoderFeatureExtractionPipeline, hear
+
+    torch.manual_seed(0)
+    folder = tmp_path / "mean_std_checkpoint"
+    MusiCoderModel(tiny_config(classifier_pooling="mean_std")).save_pretrained(folder)
+    MusiCoderFeatureExtractor().save_pretrained(folder)
+    clip = music_like_clip(seconds=2.0, seed=4)
+    embedder = MusiCoderEmbedder.from_pretrained(folder)
+    default = embedder(clip, sampling_rate=SAMPLING_RATE).embeddings
+    torch.testing.assert_close(default, embedder(clip, sampling_rate=SAMPLING_RATE, pooling="mean_std").embeddings)
+    assert default.shape == (3, 64)
+    assert embedder(clip, sampling_rate=SAMPLING_RATE, pooling="mean").embeddings.shape == (3, 32)
+    with pytest.raises(ValueError, match="auto"):
+        embedder(clip, sampling_rate=SAMPLING_RATE, pooling="max")
+    model = hear.load_model(str(folder))
+    assert (model.scene_embedding_size, model.timestamp_embedding_size) == (2 * 64, 64)
+    scene = hear.get_scene_embeddings(torch.from_numpy(clip)[None], model)
+    torch.testing.assert_close(scene[0], default[1:].flatten())
+    extractor = pipeline("feature-extraction", model=str(folder), pipeline_class=MusiCoderFeatureExtractionPipeline)
+    np.testing.assert_allclose(np.asarray(extractor(clip)), default.numpy(), atol=1e-6)

@@ -484,6 +484,7 @@ def finetune_split(data, init: str | None, scale: ExperimentScale, output_dir: P
         num_epochs=scale.finetune_epochs, dropout=scale.dropout, attention_dropout=0.0,
         grid_overrides="learning_rate=" + "|".join(str(lr) for lr in scale.learning_rates),
         max_frames=scale.finetune_max_frames, seed=seed, report_to="none", cpu=True,
+        freeze_epochs=0, head_learning_rate=None,  # the paper's protocol: the whole model at one rate throughout
     )
     accelerator = build_accelerator(args.output_dir, None, 1, "none", cpu=True)
     info = label_info(data["train"])
@@ -751,6 +752,8 @@ def render_markdown(results: dict) -> str:
         "for the third row, the 10th / 50th / 90th percentiles and mean absolute frame-to-frame change of the CMVN'd "
         "frames: what is left of clip statistics in the input MusiCoder sees.",
     ]
+    if "shipped" in results:
+        lines += ["", results["shipped"]["markdown"]]
     return "\n".join(lines) + "\n"
 
 
@@ -949,6 +952,218 @@ def run_experiments(data: dict, output_dir: str | os.PathLike, scale: Experiment
     return results
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# the shipped checkpoint (pretrained/musicoder-small): frozen probes per layer and on all layers, a fine-tuned row
+# ---------------------------------------------------------------------------------------------------------------------
+
+SHIPPED_POOLINGS = ("mean", "mean_std")
+
+
+def shipped_embeddings(model_dir, pooled, pooling: str, random_init_seed: int | None = None) -> np.ndarray:
+    """(clips, layers + 1, dim) frozen embeddings of a task's raw frames, normalised by the checkpoint's own feature
+    extractor and pooled over time; `random_init_seed` gives the same architecture with random weights instead."""
+    feature_extractor = MusiCoderFeatureExtractor.from_pretrained(model_dir)
+    if random_init_seed is None:
+        encoder = MusiCoderModel.from_pretrained(model_dir)
+    else:
+        torch.manual_seed(random_init_seed)
+        encoder = MusiCoderModel(MusiCoderConfig.from_pretrained(model_dir))
+    frames = [np.asarray(f, dtype=np.float32) for f in pooled.with_format("numpy")["input_features"]]
+    with torch.no_grad():
+        return pooled_hidden_states(encoder.eval(), feature_extractor.normalize(frames), pooling)
+
+
+def _shipped_finetune_job(dataset_path: str, rows: dict, model_dir: str, output_dir: Path, seed: int) -> dict:
+    """`training/finetune.py` with its defaults, from the shipped checkpoint, on one split (frames already normalised
+    by the checkpoint's extractor)."""
+    normalised = _load_dataset(dataset_path)
+    started = time.time()
+    data = DatasetDict({part: normalised.select(ids) for part, ids in rows.items()})
+    args = FinetuningArguments(data_dir="", output_dir=str(output_dir), model_name_or_path=model_dir, seed=seed,
+                               cpu=True)
+    accelerator = build_accelerator(str(output_dir), None, 1, "none", True)
+    info = label_info(data["train"])
+    runs, leader = train_grid(args, accelerator, data, info)
+    model = MusiCoderForSequenceClassification.from_pretrained(output_dir / "best")
+    logits = predict_logits(model, data["test"]["input_features"], batch_size=8)
+    targets = targets_of(data["test"], info)
+    shutil.rmtree(output_dir / "best", ignore_errors=True)
+    return {"test": compute_metrics(logits, targets, info.problem_type), "test_logits": logits.tolist(),
+            "best_epoch": leader["epoch"], "seconds": round(time.time() - started, 1)}
+
+
+def best_handcrafted(task_results: dict) -> str:
+    metric = "accuracy" if task_results["cross_validation"] else "roc_auc_macro"
+    candidates = [key for key in task_results["rows"] if key.startswith("handcrafted")]
+    return max(candidates, key=lambda key: task_results["rows"][key]["summary"][metric]["mean"])
+
+
+def evaluate_shipped(data: dict, model_dir, output_dir, scale: ExperimentScale, seed: int = 0,
+                     finetune_rows: bool = True, workers: int = 1) -> dict:
+    """Rows for the shipped checkpoint on both tasks, with the hand-crafted rows for reference and paired comparisons:
+
+    - frozen probe (logistic regression, C on validation) on each layer and on all layers concatenated, for both
+      poolings (mean; mean and standard deviation over time), and the same architecture with random weights (does
+      pre-training help?);
+    - `training/finetune.py` with its defaults from the checkpoint (when `finetune_rows`).
+    """
+    output_dir = Path(output_dir)
+    model_dir = str(model_dir)
+    results = {"model": model_dir, "tasks": {}}
+    for task in TASKS:
+        raw = data[task]
+        info = label_info(raw)
+        cv = task == "folk"
+        splits, pooled = split_rows(raw, cv, scale.n_folds, seed)
+        targets = targets_of(pooled, info)
+        task_results = {"problem_type": info.problem_type, "cross_validation": cv, "num_clips": len(pooled),
+                        "num_splits": len(splits), "rows": {},
+                        "test_references": {name: targets[rows["test"]].tolist() for name, rows in splits}}
+        statistics = {"raw": pooled_statistics(pooled), "cmvn": pooled_statistics(pooled, cmvn_temporal_statistics)}
+        statistics["both"] = np.concatenate([statistics["raw"], statistics["cmvn"]], axis=1)
+        for key, inputs in (("handcrafted_logreg", "raw"), ("handcrafted_cmvn_logreg", "cmvn"),
+                            ("handcrafted_both_logreg", "both")):
+            per_split = {name: fit_select_score("logreg", scale.logistic_c, statistics[inputs], targets, rows,
+                                                info.problem_type, seed, scale) for name, rows in splits}
+            task_results["rows"][key] = {"splits": per_split, "summary": summarise(per_split)}
+        for pooling in SHIPPED_POOLINGS:
+            for encoder, init_seed in (("pretrained", None), ("random", seed)):
+                embeddings = shipped_embeddings(model_dir, pooled, pooling, init_seed)
+                layer_sets = {f"layer{k}": embeddings[:, k] for k in range(embeddings.shape[1])}
+                layer_sets["all"] = embeddings.reshape(len(embeddings), -1)
+                for name, features in layer_sets.items():
+                    per_split = {split: fit_select_score("logreg", scale.logistic_c, features, targets, rows,
+                                                         info.problem_type, seed, scale) for split, rows in splits}
+                    task_results["rows"][f"{encoder}_{pooling}_{name}"] = {"splits": per_split,
+                                                                           "summary": summarise(per_split)}
+                print(f"  {task} {encoder} {pooling}: " + ", ".join(
+                    f"{name} {_brief(task_results['rows'][f'{encoder}_{pooling}_{name}']['summary'])}"
+                    for name in layer_sets), flush=True)
+        if finetune_rows:
+            feature_extractor = MusiCoderFeatureExtractor.from_pretrained(model_dir)
+            dataset_path = output_dir / "features" / f"{task}_shipped"
+            features = pooled.features.copy()
+
+            def normalise_batch(batch):
+                return {"input_features": feature_extractor.normalize(
+                    [np.asarray(f, dtype=np.float32) for f in batch["input_features"]])}
+
+            if dataset_path.exists():
+                shutil.rmtree(dataset_path)
+            pooled.with_format("numpy", columns=["input_features"], output_all_columns=True).map(
+                normalise_batch, batched=True, batch_size=16, features=features, keep_in_memory=True,
+            ).with_format(None).save_to_disk(dataset_path)
+            _load_dataset.cache_clear()
+            jobs = [(_shipped_finetune_job, (str(dataset_path), rows, model_dir, output_dir / "finetune" / task / name,
+                                             seed)) for name, rows in splits]
+            results_per_split = {}
+            with JobRunner(workers) as runner:
+                finished = list(runner.run(jobs))
+            for index, result in finished:
+                results_per_split[splits[index][0]] = result
+                print(f"  {task} fine-tuned {splits[index][0]}: {_brief(result['test'])} ({result['seconds']:.0f} s)",
+                      flush=True)
+            per_split = {name: results_per_split[name] for name, _ in splits}
+            task_results["rows"]["finetuned"] = {"splits": per_split, "summary": summarise(per_split)}
+        results["tasks"][task] = task_results
+
+    comparisons = {}
+    for task, task_results in results["tasks"].items():
+        rows, metric = task_results["rows"], "accuracy" if task_results["cross_validation"] else "roc_auc_macro"
+        reference = best_handcrafted(task_results)
+        # the best frozen probe of each pooling, chosen on the validation score (not on test)
+        chosen = {}
+        for pooling in SHIPPED_POOLINGS:
+            keys = [k for k in rows if k.startswith(f"pretrained_{pooling}_")]
+            chosen[pooling] = max(keys, key=lambda k: np.mean([s["validation"][_selection_metric(
+                task_results["problem_type"])] for s in rows[k]["splits"].values()]))
+        # (name, row, other): the same names on both tasks, whichever rows were chosen
+        pairs = [(f"best probe ({p}) vs best hand-crafted", chosen[p], reference) for p in SHIPPED_POOLINGS]
+        pairs += [(f"all layers ({p}): pre-trained vs random init", f"pretrained_{p}_all", f"random_{p}_all")
+                  for p in SHIPPED_POOLINGS]
+        pairs += [("best probe: mean_std vs mean pooling", chosen["mean_std"], chosen["mean"]),
+                  ("best probe (mean_std): pre-trained vs random init", chosen["mean_std"],
+                   chosen["mean_std"].replace("pretrained", "random", 1))]
+        if "finetuned" in rows:
+            pairs += [("fine-tuned vs best hand-crafted", "finetuned", reference),
+                      ("fine-tuned vs best probe (mean_std)", "finetuned", chosen["mean_std"])]
+        task_comparisons = {}
+        for name, row, other in pairs:
+            if task_results["cross_validation"]:
+                names = list(rows[row]["splits"])
+                result = paired_folds([rows[row]["splits"][s]["test"][metric] for s in names],
+                                      [rows[other]["splits"][s]["test"][metric] for s in names])
+            else:
+                split = next(iter(rows[row]["splits"]))
+                result = paired_bootstrap(
+                    rows[row]["splits"][split]["test_logits"], rows[other]["splits"][split]["test_logits"],
+                    task_results["test_references"][split], seed=seed)
+            task_comparisons[name] = {"row": row, "other": other, **result}
+        task_results["chosen_probes"] = chosen
+        task_results["best_handcrafted"] = reference
+        comparisons[task] = task_comparisons
+    results["comparisons"] = comparisons
+    # what the model card's model-index reports: per task, the frozen probe chosen on validation and the fine-tuned row
+    results["card_results"] = [
+        {"task": task, "protocol": f"{protocol} ({shipped_row_title(key)})", "metric": metric,
+         "value": task_results["rows"][key]["summary"][metric]["mean"]}
+        for task, task_results in results["tasks"].items()
+        for protocol, key in (("frozen probe", task_results["chosen_probes"]["mean_std"]), ("fine-tuned", "finetuned"))
+        if key in task_results["rows"]
+        for metric in (("accuracy",) if task_results["cross_validation"] else ("roc_auc_macro", "pr_auc_macro"))
+    ]
+    results["markdown"] = render_shipped_markdown(results)
+    write_json(output_dir / "shipped_results.json", results)
+    return results
+
+
+def _p_text(comparison: dict, metric: str) -> str:
+    if "p_value" in comparison:  # paired folds
+        p = "n/a" if comparison["p_value"] is None else f"{comparison['p_value']:.3f}"
+        return (f"{comparison['mean_difference']:+.3f} ± {comparison['std_difference']:.3f} ({comparison['wins']}/"
+                f"{comparison['ties']}/{comparison['losses']}, p = {p})")
+    c = comparison[metric]
+    return (f"{c['mean_difference']:+.3f} [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}], ahead in "
+            f"{100 * c['probability_positive']:.0f}%")
+
+
+def shipped_row_title(key: str) -> str:
+    if key == "finetuned":
+        return "fine-tuned (`training/finetune.py` defaults)"
+    if key.startswith("handcrafted"):
+        return {"handcrafted_logreg": "hand-crafted: mean + std of raw frames",
+                "handcrafted_cmvn_logreg": "hand-crafted: percentiles + change of CMVN'd frames",
+                "handcrafted_both_logreg": "hand-crafted: both"}[key]
+    encoder, rest = key.split("_", 1)
+    pooling = "mean_std" if rest.startswith("mean_std_") else "mean"
+    layers = rest[len(pooling) + 1:]
+    layers = "all layers" if layers == "all" else layers.replace("layer", "layer ")
+    return f"{'pre-trained' if encoder == 'pretrained' else 'random init'}, {pooling}, {layers}"
+
+
+def render_shipped_markdown(shipped: dict) -> str:
+    folk, instruments = shipped["tasks"]["folk"], shipped["tasks"]["instruments"]
+    lines = [f"## The shipped checkpoint `{shipped['model']}`", "",
+             "Frozen probes: logistic regression (C on validation) on the clip embedding of one layer or of all "
+             "layers, pooled over time (mean, or mean and standard deviation), windowed as the pipeline windows; the "
+             "same architecture with random weights shows what pre-training adds. Hand-crafted rows: the same "
+             "classifier on clip statistics of the raw frames. Same splits as above.", "",
+             "| row | folk accuracy | instruments ROC-AUC macro | instruments PR-AUC macro |", "|---|---|---|---|"]
+    for key in folk["rows"]:
+        f_sum, i_sum = folk["rows"][key]["summary"], instruments["rows"][key]["summary"]
+        lines.append(f"| {shipped_row_title(key)} | {_fmt(f_sum, 'accuracy', True)} | "
+                     f"{_fmt(i_sum, 'roc_auc_macro', False)} | {_fmt(i_sum, 'pr_auc_macro', False)} |")
+    lines += ["", "Paired comparisons (folk: over folds, t-test; instruments: paired bootstrap of the test pieces). The "
+              "best probe of each pooling is chosen on validation: folk "
+              + ", ".join(shipped_row_title(v) for v in folk["chosen_probes"].values()) + "; instruments "
+              + ", ".join(shipped_row_title(v) for v in instruments["chosen_probes"].values()) + ".", "",
+              "| comparison | folk accuracy difference | instruments ROC-AUC difference |", "|---|---|---|"]
+    for name, folk_comparison in shipped["comparisons"]["folk"].items():
+        lines.append(f"| {name} | {_p_text(folk_comparison, 'accuracy')} | "
+                     f"{_p_text(shipped['comparisons']['instruments'][name], 'roc_auc_macro')} |")
+    return "\n".join(lines) + "\n"
+
+
 def _brief(metrics: dict) -> str:
     """{'accuracy': 0.4, ...} or a summary {'accuracy': {'mean': ..}} -> 'accuracy 0.400, ...'."""
     return ", ".join(f"{k} {v['mean'] if isinstance(v, dict) else v:.3f}" for k, v in metrics.items())
@@ -1008,6 +1223,12 @@ class ExperimentArguments:
     pretrain_warmup_steps: int | None = None
     finetune_epochs: int | None = None
     n_folds: int | None = None
+    # The shipped checkpoint's rows
+    shipped_model: str = field(default="pretrained/musicoder-small", metadata={
+        "help": "Checkpoint evaluated with frozen probes and `training/finetune.py` defaults ('' to skip)."})
+    shipped_only: bool = field(default=False, metadata={
+        "help": "Only the shipped checkpoint's rows (writes shipped_results.{json,md}); skips the ablation."})
+    shipped_finetuning: bool = field(default=True, metadata={"help": "Include the shipped checkpoint's fine-tuned row."})
 
 
 def main(argv=None) -> int:
@@ -1034,8 +1255,20 @@ def main(argv=None) -> int:
           f"{scale.instrument_pieces} pieces (into {args.data_dir})", flush=True)
     data = prepare_data(args.data_dir, scale, args.seed)
     data["corpus_dir"] = str(Path(args.data_dir) / "corpus_features")
+    shipped = None
+    if args.shipped_model:
+        print(f"== the shipped checkpoint {args.shipped_model}", flush=True)
+        shipped = evaluate_shipped(data, args.shipped_model, args.output_dir, scale, seed=args.seed,
+                                   finetune_rows=args.shipped_finetuning, workers=args.workers)
+        (Path(args.output_dir) / "shipped_results.md").write_text(shipped["markdown"])
+        print("\n" + shipped["markdown"], flush=True)
+        if args.shipped_only:
+            print(f"wrote {Path(args.output_dir) / 'shipped_results.md'} ({(time.time() - started) / 60:.1f} min)")
+            return 0
     results = run_experiments(data, args.output_dir, scale, seed=args.seed, command=command.strip(),
                               stage_seconds={"data and features": time.time() - started}, workers=args.workers)
+    if shipped is not None:
+        results["shipped"] = shipped
     written = write_outputs(results, args.output_dir, args.model_cards_dir or None)
     print("\n" + render_markdown(results))
     print(f"wrote {written['table']} and {written['plot']} ({(time.time() - started) / 60:.1f} min)")
