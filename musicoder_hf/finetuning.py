@@ -59,13 +59,15 @@ class FinetuningArguments:
     from_scratch: bool = field(default=False, metadata={"help": "Random init (the no-pre-training ablation)."})
     preset: str = "musicoder-base"
     config_overrides: str | None = field(default=None, metadata={"help": "With --from_scratch: config fields."})
-    # Defaults for a few hundred clips and the shipped checkpoint: the head first learns on the frozen encoder
-    # (`freeze_epochs`, at its own `head_learning_rate`), then the whole model trains gently; the best epoch on
-    # validation is kept. The paper's Table 4 (2-4 epochs at 2e-5 to 5e-5, for Base and large datasets) is `--grid`.
-    learning_rate: float = field(default=1e-4, metadata={"help": "Learning rate of the encoder."})
+    # Defaults for a few hundred clips and the shipped checkpoint: linear probe, then fine-tune (LP-FT, Kumar et al.,
+    # ICLR 2022). The head is first fitted on the frozen encoder's pooled clip embeddings (`probe_epochs`, at its own
+    # `head_learning_rate`; seconds), then the whole model trains gently from that head, and the best model on
+    # validation is kept, the probe included: a random head's first gradients would otherwise distort the pre-trained
+    # features. The paper's Table 4 (2-4 epochs at 2e-5 to 5e-5, for Base and large datasets) is `--grid`.
+    learning_rate: float = field(default=1e-4, metadata={"help": "Learning rate of the whole model while fine-tuning."})
     per_device_train_batch_size: int = 16
     per_device_eval_batch_size: int = 16
-    num_epochs: float = 20.0
+    num_epochs: float = field(default=20.0, metadata={"help": "Epochs of the whole model, after the probe."})
     dropout: float = field(default=0.1, metadata={"help": "Hidden and classifier dropout (Table 4: 0.05 or 0.1)."})
     attention_dropout: float | None = field(
         default=None, metadata={"help": "Attention-probability dropout; default: same as --dropout."}
@@ -73,7 +75,7 @@ class FinetuningArguments:
     warmup_ratio: float = 0.1
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
-    grid: bool = field(default=False, metadata={"help": "Search the paper's Table 4 grid (54 runs)."})
+    grid: bool = field(default=False, metadata={"help": "Search the paper's Table 4 grid (54 runs), without a probe."})
     grid_overrides: str | None = field(
         default=None,
         metadata={"help": "Smaller grid, e.g. 'learning_rate=1e-4|3e-4,num_epochs=5' ('|' separates values)."},
@@ -81,16 +83,19 @@ class FinetuningArguments:
     max_frames: int | None = field(default=None, metadata={
         "help": "Training crop in frames, random per epoch (default: the model's window, config."
         "max_position_embeddings: 300 frames = 7 s for the shipped checkpoint); evaluation windows whole clips."})
-    freeze_base_model: bool = field(default=False, metadata={"help": "Train the head only (linear probe)."})
-    freeze_epochs: int = field(default=5, metadata={
-        "help": "Train the head alone on the frozen encoder for this many epochs, then the whole model: a new head "
-        "first learns from the pre-trained features instead of disturbing them with random gradients."})
-    head_learning_rate: float | None = field(default=1e-3, metadata={
-        "help": "Learning rate of the head (classifier and layer weights); None: --learning_rate."})
+    freeze_base_model: bool = field(default=False, metadata={
+        "help": "Train the head only, on crops through the frozen encoder (--probe is the fast way)."})
+    probe_epochs: int = field(default=100, metadata={
+        "help": "Epochs of the head alone on the frozen encoder's pooled whole-clip embeddings, before the whole model "
+        "trains from the best of them on validation; 0: the whole model trains from a random head."})
+    head_learning_rate: float = field(default=1e-3, metadata={"help": "Learning rate of the head while probing."})
     probe: bool = field(default=False, metadata={
-        "help": "Fast frozen probe: pool every clip's frames through the frozen encoder once, then train only the "
-        "linear head on these embeddings (best epoch on validation kept). Many epochs cost seconds."})
+        "help": "Stop after the probe: the encoder stays as pre-trained, only the linear head learns "
+        "(`probe_epochs` epochs, seconds in all)."})
     use_weighted_layer_sum: bool = False
+    classifier_pooling: str | None = field(default=None, metadata={
+        "help": "Pooling of the head over time: mean, or mean_std (mean and standard deviation); default: the "
+        "checkpoint's (config.classifier_pooling)."})
     metric_for_best_model: str | None = field(
         default=None, metadata={"help": "Default: accuracy (single-label) or pr_auc_macro (multi-label)."}
     )
@@ -189,6 +194,7 @@ def build_model(args: FinetuningArguments, names: list[str], problem_type: str, 
         attention_probs_dropout_prob=dropout if args.attention_dropout is None else args.attention_dropout,
         classifier_dropout=dropout,
         use_weighted_layer_sum=args.use_weighted_layer_sum,
+        **({"classifier_pooling": args.classifier_pooling} if args.classifier_pooling else {}),
         **labels,
     )
     if args.from_scratch:
@@ -224,7 +230,8 @@ def training_crop(args: FinetuningArguments, config) -> int:
 
 def train_one(args, accelerator, data, info: LabelInfo, hyper, leader: dict,
               feature_extractor: MusiCoderFeatureExtractor | None = None) -> dict:
-    """Train with one hyper-parameter setting. Whenever an epoch beats `leader["score"]` (the best validation score of
+    """Train with one hyper-parameter setting: the probe (`fit_head`, unless `probe_epochs` is 0), then the whole model
+    for `num_epochs` epochs on random crops. Whenever an epoch (the probe is epoch 0) beats `leader["score"]` (the best validation score of
     all runs so far), the model is saved to `output_dir/best` with `feature_extractor` (the one that produced `data`;
     default `MusiCoderFeatureExtractor()`): only one model is ever kept on disk."""
     label_column, problem_type, names = info.label_column, info.problem_type, info.names
@@ -239,29 +246,22 @@ def train_one(args, accelerator, data, info: LabelInfo, hyper, leader: dict,
         train, batch_size=hyper["per_device_train_batch_size"], shuffle=True, collate_fn=collate,
         num_workers=args.num_workers,
     )
-    encoder = [p for p in model.base_model.parameters() if p.requires_grad]
-    in_encoder = {id(p) for p in encoder}
-    head = [p for p in model.parameters() if p.requires_grad and id(p) not in in_encoder]
-    head_learning_rate = args.head_learning_rate or hyper["learning_rate"]
+    model.to(accelerator.device)
+    best, history = None, []
+    if args.probe_epochs > 0:
+        best = probe_then_record(args, accelerator, model, data, info, hyper, metric, history, leader,
+                                 feature_extractor)
     optimizer = torch.optim.Adam(
-        [{"params": encoder, "lr": hyper["learning_rate"]}, {"params": head, "lr": head_learning_rate}],
-        betas=(0.9, 0.999), eps=1e-6, weight_decay=args.weight_decay,
+        [p for p in model.parameters() if p.requires_grad], lr=hyper["learning_rate"], betas=(0.9, 0.999), eps=1e-6,
+        weight_decay=args.weight_decay,
     )
-    if args.freeze_epochs > 0 and accelerator.num_processes > 1:
-        raise ValueError(
-            "--freeze_epochs needs a single process: DistributedDataParallel registers the trainable parameters once. "
-            "Train the head alone first (--freeze_base_model), then fine-tune from that model."
-        )
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     num_epochs = int(np.ceil(hyper["num_epochs"]))
     total_steps = max(1, int(hyper["num_epochs"] * len(loader)))
     schedule = get_linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * total_steps), total_steps)
 
-    best, history, step = None, [], 0
+    step = 0
     for epoch in range(num_epochs):
-        # Adam skips parameters without gradients, so the encoder's group simply waits for the unfrozen epochs.
-        for parameter in encoder:
-            parameter.requires_grad_(epoch >= args.freeze_epochs)
         collate.epoch = epoch
         loader.set_epoch(epoch)
         model.train()
@@ -285,45 +285,43 @@ def train_one(args, accelerator, data, info: LabelInfo, hyper, leader: dict,
             accelerator.unwrap_model(model), data[args.validation_split], label_column, len(names), multi_label,
             problem_type, args.group_column, args.per_device_eval_batch_size,
         )
-        best = record_epoch(args, accelerator, accelerator.unwrap_model(model), epoch, losses, validation, metric,
-                            history, best, leader, feature_extractor)
+        record = {"stage": "finetune", "epoch": epoch + 1, "train_loss": float(np.mean(losses))}
+        best = record_epoch(args, accelerator, accelerator.unwrap_model(model), record, validation, metric, history,
+                            best, leader, feature_extractor)
         if step >= total_steps:
             break
     accelerator.free_memory()
     return {"hyperparameters": hyper, "metric": metric, "best": best, "history": history}
 
 
-def train_probe(args, accelerator, data, info: LabelInfo, hyper, leader: dict,
-                feature_extractor: MusiCoderFeatureExtractor | None = None) -> dict:
-    """`train_one` for `--probe`: the frozen encoder pools each whole clip once (windowed like the pipeline, with the
-    classifier's `classifier_pooling`), then only the classifier trains on these embeddings, in mini-batches for
-    `num_epochs` epochs with dropout; the best epoch on validation is saved as in `train_one`."""
-    label_column, problem_type, names = info.label_column, info.problem_type, info.names
-    multi_label = problem_type == "multi_label_classification"
-    metric = args.metric_for_best_model or ("pr_auc_macro" if multi_label else "accuracy")
-    set_seed(args.seed)
-    model = build_model(args, names, problem_type, hyper["dropout"]).to(accelerator.device).eval()
+def fit_head(args, model, data, info: LabelInfo, batch_size: int, epochs: int, metric: str) -> list[dict]:
+    """The linear probe: fit `model.classifier` on the frozen encoder's pooled embeddings of whole clips (computed
+    once, windowed like the pipeline, with `config.classifier_pooling`), with dropout, for `epochs` epochs at
+    `args.head_learning_rate`; the classifier is left at its best epoch on validation. Returns one record per epoch.
+    Every process fits the same head (same data, same seed), so it needs no synchronisation."""
     if model.config.use_weighted_layer_sum:
-        raise ValueError("--probe trains the head on the last layer's pooled frames: drop --use_weighted_layer_sum.")
+        raise ValueError("The probe fits the head on the last layer's pooled frames: drop --use_weighted_layer_sum, "
+                         "or set --probe_epochs 0.")
+    multi_label = info.problem_type == "multi_label_classification"
+    model.eval()
 
     def embeddings(split):
         pooled = pooled_hidden_states(model.base_model, data[split]["input_features"], model.config.classifier_pooling,
                                       batch_size=args.per_device_eval_batch_size)
-        return torch.from_numpy(pooled[:, -1]).to(accelerator.device)
+        return torch.from_numpy(pooled[:, -1]).to(model.device)
 
     train, validation = embeddings(args.train_split), embeddings(args.validation_split)
-    targets = torch.as_tensor(references_of(data[args.train_split], label_column, len(names), multi_label))
-    targets = targets.to(accelerator.device, torch.float32 if multi_label else torch.long)
-    optimizer = torch.optim.Adam(model.classifier.parameters(), lr=args.head_learning_rate or 1e-3,
-                                 betas=(0.9, 0.999), eps=1e-6, weight_decay=args.weight_decay)
+    targets = torch.as_tensor(references_of(data[args.train_split], info.label_column, info.num_labels, multi_label))
+    targets = targets.to(model.device, torch.float32 if multi_label else torch.long)
+    optimizer = torch.optim.Adam(model.classifier.parameters(), lr=args.head_learning_rate, betas=(0.9, 0.999),
+                                 eps=1e-6, weight_decay=args.weight_decay)
     generator = torch.Generator().manual_seed(args.seed)
-    batch_size = hyper["per_device_train_batch_size"]
-    best, history = None, []
-    for epoch in range(int(np.ceil(hyper["num_epochs"]))):
+    history, best_score, best_state = [], float("-inf"), None
+    for epoch in range(epochs):
         model.dropout.train()
         losses = []
         for rows in torch.randperm(len(train), generator=generator).split(batch_size):
-            rows = rows.to(accelerator.device)
+            rows = rows.to(model.device)
             loss = model.classification_loss(model.classifier(model.dropout(train[rows])), targets[rows])
             optimizer.zero_grad()
             loss.backward()
@@ -332,25 +330,61 @@ def train_probe(args, accelerator, data, info: LabelInfo, hyper, leader: dict,
         model.dropout.eval()
         with torch.no_grad():
             logits = model.classifier(validation).float().cpu().numpy()
-        scores = score_logits(logits, data[args.validation_split], label_column, len(names), multi_label,
-                              problem_type, args.group_column)
-        best = record_epoch(args, accelerator, model, epoch, losses, scores, metric, history, best, leader,
-                            feature_extractor)
+        scores = score_logits(logits, data[args.validation_split], info.label_column, info.num_labels, multi_label,
+                              info.problem_type, args.group_column)
+        history.append({"stage": "probe", "epoch": epoch + 1, "train_loss": float(np.mean(losses)),
+                        **{f"validation_{k}": v for k, v in scores.items()}})
+        if scores[metric] > best_score:  # a NaN score never wins
+            best_score = scores[metric]
+            best_state = {k: v.detach().clone() for k, v in model.classifier.state_dict().items()}
+    if best_state is not None:
+        model.classifier.load_state_dict(best_state)
+    return history
+
+
+def probe_then_record(args, accelerator, model, data, info: LabelInfo, hyper, metric: str, history: list,
+                      leader: dict, feature_extractor) -> dict | None:
+    """Run `fit_head` for `args.probe_epochs` epochs and record its best epoch as the run's epoch 0 (saved to
+    `output_dir/best` if it leads). Returns the run's best so far."""
+    set_seed(args.seed)
+    probe_history = fit_head(args, model, data, info, hyper["per_device_train_batch_size"], args.probe_epochs, metric)
+    history.extend(probe_history)
+    chosen = max((r for r in probe_history if r[f"validation_{metric}"] == r[f"validation_{metric}"]),
+                 key=lambda r: r[f"validation_{metric}"], default=None)
+    if chosen is None:
+        return None
+    validation = {k.removeprefix("validation_"): v for k, v in chosen.items() if k.startswith("validation_")}
+    return consider(args, accelerator, model, 0, validation, metric, None, leader, feature_extractor)
+
+
+def train_probe(args, accelerator, data, info: LabelInfo, hyper, leader: dict,
+                feature_extractor: MusiCoderFeatureExtractor | None = None) -> dict:
+    """`train_one` for `--probe`: only the probe stage (`fit_head`); the encoder stays as loaded."""
+    multi_label = info.problem_type == "multi_label_classification"
+    metric = args.metric_for_best_model or ("pr_auc_macro" if multi_label else "accuracy")
+    set_seed(args.seed)
+    model = build_model(args, info.names, info.problem_type, hyper["dropout"]).to(accelerator.device)
+    history = []
+    best = probe_then_record(args, accelerator, model, data, info, hyper, metric, history, leader, feature_extractor)
     return {"hyperparameters": hyper, "metric": metric, "best": best, "history": history}
 
 
-def record_epoch(args, accelerator, model, epoch: int, losses: list, validation: dict, metric: str, history: list,
+def record_epoch(args, accelerator, model, record: dict, validation: dict, metric: str, history: list,
                  best: dict | None, leader: dict, feature_extractor: MusiCoderFeatureExtractor | None) -> dict:
-    """Log an epoch into `history`; return the run's best epoch so far. An epoch that beats `leader["score"]` (the best
-    of all runs) is saved to `output_dir/best` with `feature_extractor`: only one model is ever kept on disk."""
-    record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
-              **{f"validation_{k}": v for k, v in validation.items()}}
-    history.append(record)
-    logger.info("%s", record)
+    """Log an epoch (`record`: stage, epoch, train_loss) into `history`; return the run's best epoch so far."""
+    history.append({**record, **{f"validation_{k}": v for k, v in validation.items()}})
+    logger.info("%s", history[-1])
+    return consider(args, accelerator, model, record["epoch"], validation, metric, best, leader, feature_extractor)
+
+
+def consider(args, accelerator, model, epoch: int, validation: dict, metric: str, best: dict | None, leader: dict,
+             feature_extractor: MusiCoderFeatureExtractor | None) -> dict:
+    """The run's best epoch after this one (epoch 0 is the probe). An epoch that beats `leader["score"]` (the best of
+    all runs) is saved to `output_dir/best` with `feature_extractor`: only one model is ever kept on disk."""
     if best is None or validation[metric] > best["validation"][metric]:
-        best = {"epoch": epoch + 1, "validation": validation}
+        best = {"epoch": epoch, "validation": validation}
     if validation[metric] > leader["score"]:
-        leader.update(score=validation[metric], run=leader["current"], epoch=epoch + 1)
+        leader.update(score=validation[metric], run=leader["current"], epoch=epoch)
         if accelerator.is_main_process:
             save_atomically(model, Path(args.output_dir) / "best", feature_extractor or MusiCoderFeatureExtractor())
     return best
@@ -394,23 +428,18 @@ def train_grid(args: FinetuningArguments, accelerator, data, info: LabelInfo,
 
 
 def check_schedule(args: FinetuningArguments) -> None:
-    """Refuse settings under which the encoder would silently never train."""
-    if args.probe or args.freeze_base_model or args.freeze_epochs <= 0:
-        return
-    shortest = min(point["num_epochs"] for point in grid_points(args))
-    if args.freeze_epochs >= shortest:
-        raise ValueError(
-            f"--freeze_epochs {args.freeze_epochs} is not below --num_epochs {shortest:g}: the encoder would never be "
-            "fine-tuned. Lower --freeze_epochs (0 trains the whole model from the start), raise --num_epochs, or "
-            "train the head alone on purpose with --freeze_base_model or --probe."
-        )
+    """Refuse settings that would silently train nothing."""
+    if args.probe and args.probe_epochs <= 0:
+        raise ValueError("--probe trains the head for --probe_epochs epochs: give --probe_epochs of at least 1.")
+    if not args.probe and min(point["num_epochs"] for point in grid_points(args)) <= 0:
+        raise ValueError("--num_epochs must be positive (or use --probe to train the head alone).")
 
 
 def finetune(args: FinetuningArguments) -> dict:
     """Fine-tune (over the grid if asked), keep the best model on validation, score it on test; returns metrics."""
     started = time.time()
     if args.grid:  # the paper's Table 4 protocol: the whole model at one learning rate from the first step
-        args = dataclasses.replace(args, freeze_epochs=0, head_learning_rate=None)
+        args = dataclasses.replace(args, probe_epochs=0)
     check_schedule(args)
     output_dir = Path(args.output_dir)
     accelerator = build_accelerator(args.output_dir, args.mixed_precision, 1, args.report_to, args.cpu)

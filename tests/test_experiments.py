@@ -3,11 +3,12 @@ for every row, per-layer probes, and a rerun with the same seed giving the same 
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from datasets import Array2D, ClassLabel, Dataset, DatasetDict, Features, List, Value
+from datasets import Array2D, ClassLabel, Dataset, DatasetDict, Features, List, Value, load_from_disk
 
 from musicoder_hf import MusiCoderFeatureExtractor
 from training.experiments import (
@@ -65,9 +66,9 @@ def synthetic_data():
     instruments = DatasetDict({s: Dataset.from_list(r, features=inst_features) for s, r in inst_rows.items()})
 
     corpus_features = Features({"input_features": raw})
-    corpus = DatasetDict({
-        split: Dataset.from_list([{"input_features": MusiCoderFeatureExtractor.cmvn(frames(rng, 0.0, 40))}
-                                  for _ in range(n)], features=corpus_features)
+    corpus = DatasetDict({  # un-normalised, like the tasks: each pre-training variant normalises it its own way
+        split: Dataset.from_list([{"input_features": frames(rng, 0.0, 40)} for _ in range(n)],
+                                 features=corpus_features)
         for split, n in (("train", 12), ("validation", 4))
     })
     return {"corpus": corpus, "folk": folk, "instruments": instruments}
@@ -110,7 +111,35 @@ def test_every_row_and_probe_layer_is_reported(two_runs, tmp_path):
     assert all(title in table for title in ROWS.values())
     assert (tmp_path / "cards" / "paper_layer_probe.png").stat().st_size > 1000
     assert written["table"].endswith("paper_results.md")
+    assert "## Normalisation and pooling" in table
     json.dumps(results)  # results.json is plain JSON
+
+
+def test_each_encoder_gets_the_frames_normalised_as_in_its_pretraining(two_runs, tmp_path):
+    """The dataset-normalisation variant pre-trains on frames standardised with the corpus's training-split
+    statistics, ships that extractor, and its rows are fine-tuned on task frames standardised the same way; the
+    paper's variants see per-clip CMVN."""
+    from musicoder_hf.data.features import feature_statistics
+
+    data, results, _ = two_runs
+    run_dir = Path(results["output_dir"])
+    shipped = MusiCoderFeatureExtractor.from_pretrained(run_dir / "pretrain_cfm_ccm_dataset" / "final")
+    expected = feature_statistics(data["corpus"]["train"])
+    assert shipped.normalization == "dataset"
+    np.testing.assert_allclose(shipped.feature_mean, expected["feature_mean"], rtol=1e-6)
+    assert MusiCoderFeatureExtractor.from_pretrained(run_dir / "pretrain_cfm_ccm" / "final").normalization == "clip"
+    pooled = pool_task(data["folk"])
+    first = np.asarray(pooled[0]["input_features"], dtype=np.float64)
+    for normalization, reference in (
+        ("dataset", (first - np.asarray(shipped.feature_mean)) / np.asarray(shipped.feature_std)),
+        ("clip", MusiCoderFeatureExtractor.cmvn(first)),
+    ):
+        saved = load_from_disk(str(run_dir / "features" / f"folk_{normalization}"))
+        np.testing.assert_allclose(np.asarray(saved[0]["input_features"]), reference, rtol=1e-4, atol=1e-4)
+    # the 2 x 2 of normalisation and pooling is reported with its paired comparisons
+    for task in ("folk", "instruments"):
+        assert {"cfm_ccm_dataset|cfm_ccm", "cfm_ccm_dataset_mean_std|cfm_ccm_dataset"} <= \
+            set(results["comparisons"][task])
 
 
 def test_folds_are_disjoint_and_identical_for_every_row(two_runs):
@@ -181,9 +210,9 @@ def test_pretrainings_are_reused_only_for_the_same_corpus_and_never_resumed_from
     corpus_dir, output_dir = tmp_path / "corpus", tmp_path / "runs"
     corpus.save_to_disk(corpus_dir)
 
-    def pretrain(out=output_dir):
+    def pretrain(out=output_dir):  # both normalisations read the same folder here: only reuse is under test
         with JobRunner(1) as runner:
-            return pretrain_variants(corpus_dir, out, SCALE, seed=0, runner=runner)
+            return pretrain_variants({"clip": corpus_dir, "dataset": corpus_dir}, out, SCALE, seed=0, runner=runner)
 
     first = pretrain()
     assert not any(summary.get("reused") for summary in first.values())

@@ -45,7 +45,7 @@ def test_finetune_learns_keeps_best_and_writes_metrics(tmp_path, multi_label):
     metrics = finetune(FinetuningArguments(
         data_dir=str(data), output_dir=str(tmp_path / "run"), from_scratch=True, config_overrides=TINY,
         learning_rate=1e-3, num_epochs=4, per_device_train_batch_size=8, cpu=True, max_frames=64,
-        grid_overrides="learning_rate=1e-3|1e-6", freeze_epochs=0, head_learning_rate=None,
+        grid_overrides="learning_rate=1e-3|1e-6", probe_epochs=0,
     ))
     written = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert written["validation"] == metrics["validation"] and "test" in written
@@ -130,7 +130,7 @@ def test_checkpoints_ship_the_feature_extractor_of_their_frames(tmp_path, caplog
     with caplog.at_level("WARNING", logger="musicoder_hf.finetuning"):
         finetune(FinetuningArguments(
             data_dir=str(tmp_path / "data_recorded"), output_dir=str(tmp_path / "run"),
-            model_name_or_path=str(tmp_path / "pretrain" / "final"), num_epochs=1, freeze_epochs=0, cpu=True,
+            model_name_or_path=str(tmp_path / "pretrain" / "final"), num_epochs=1, probe_epochs=0, cpu=True,
             max_frames=64,
         ))
     assert MusiCoderFeatureExtractor.from_pretrained(tmp_path / "run" / "best").to_dict() == task_extractor.to_dict()
@@ -155,33 +155,47 @@ def encoder_and_head(folder):
     return encoder, model.classifier.weight.detach().clone()
 
 
-@pytest.mark.parametrize(("freeze_epochs", "num_epochs", "learning_rate", "head_learning_rate", "encoder_moves"), [
-    (1, 1, 1e-3, None, None),    # every epoch frozen: refused, the encoder would never train
-    (1, 2, 1e-3, None, True),    # then the whole model
-    (0, 1, 0.0, 1e-2, False),    # a head learning rate of its own (the encoder's is 0 here)
-])
-def test_head_first_then_whole_model(tmp_path, pretrained_folder, freeze_epochs, num_epochs, learning_rate,
-                                     head_learning_rate, encoder_moves):
+@pytest.mark.parametrize(("learning_rate", "encoder_moves"), [(1e-3, True), (0.0, False)])
+def test_probe_then_whole_model(tmp_path, pretrained_folder, learning_rate, encoder_moves):
+    """The default protocol: the head is fitted on the frozen encoder (epoch 0 of the history, `stage` "probe"), then
+    the whole model trains from that head; the best of all epochs on validation, the probe included, is kept."""
     data = labeled_features(tmp_path / "data")
     pretrained, _ = encoder_and_head(pretrained_folder)
-    arguments = FinetuningArguments(
+    metrics = finetune(FinetuningArguments(
         data_dir=str(data), output_dir=str(tmp_path / "run"), model_name_or_path=str(pretrained_folder),
-        num_epochs=num_epochs, freeze_epochs=freeze_epochs, learning_rate=learning_rate,
-        head_learning_rate=head_learning_rate, warmup_ratio=0.0, dropout=0.0, cpu=True, max_frames=64,
-        metric_for_best_model="roc_auc_macro",
-    )
-    if encoder_moves is None:
-        with pytest.raises(ValueError, match="never be fine-tuned"):
-            finetune(arguments)
-        assert not (tmp_path / "run" / "best").exists()
-        return
-    finetune(arguments)
+        num_epochs=2, probe_epochs=30, head_learning_rate=1e-2, learning_rate=learning_rate, warmup_ratio=0.0,
+        dropout=0.0, cpu=True, max_frames=64,
+    ))
+    history = metrics["runs"][0]["history"]
+    assert [r["stage"] for r in history] == ["probe"] * 30 + ["finetune"] * 2
+    probe_best = max(r["validation_accuracy"] for r in history[:30])
+    assert probe_best > 0.6  # chance is 1/3: the head learned on the frozen encoder
+    # the whole model starts from the probe's head: its first epoch is not back at chance
+    assert history[30]["validation_accuracy"] > 0.5
+    assert metrics["validation"]["accuracy"] == max(probe_best, *(r["validation_accuracy"] for r in history[30:]))
     encoder, head = encoder_and_head(tmp_path / "run" / "best")
-    moved = any(not torch.equal(encoder[key], pretrained[key]) for key in pretrained)
-    assert moved == encoder_moves
-    set_seed(0)  # the head `finetune` starts from (seed 0): it has learned in every case
+    if metrics["best_epoch"] > 0:
+        assert any(not torch.equal(encoder[key], pretrained[key]) for key in pretrained) == encoder_moves
+    else:  # the probe won: the saved encoder is the pre-trained one
+        assert all(torch.equal(encoder[key], pretrained[key]) for key in pretrained)
+    set_seed(0)  # the head `finetune` starts from (seed 0): it has learned
     fresh = MusiCoderForSequenceClassification.from_pretrained(pretrained_folder, num_labels=3).classifier.weight
     assert fresh.shape == head.shape and not torch.equal(head, fresh.detach())
+
+
+def test_probe_that_wins_is_the_model_kept(tmp_path, pretrained_folder):
+    """Fine-tuning at a learning rate that wrecks the model never replaces a better probe."""
+    data = labeled_features(tmp_path / "data")
+    pretrained, _ = encoder_and_head(pretrained_folder)
+    metrics = finetune(FinetuningArguments(
+        data_dir=str(data), output_dir=str(tmp_path / "run"), model_name_or_path=str(pretrained_folder),
+        num_epochs=1, probe_epochs=30, head_learning_rate=1e-2, learning_rate=10.0, warmup_ratio=0.0,
+        max_grad_norm=1e6, dropout=0.0, cpu=True, max_frames=64,
+    ))
+    assert metrics["best_epoch"] == 0 and metrics["validation"]["accuracy"] > 0.6
+    encoder, _ = encoder_and_head(tmp_path / "run" / "best")
+    assert all(torch.equal(encoder[key], pretrained[key]) for key in pretrained)
+    assert metrics["test"]["accuracy"] > 0.6
 
 
 @pytest.mark.parametrize("pooling", ["mean", "mean_std"])
@@ -198,28 +212,27 @@ def test_probe_trains_the_head_on_frozen_embeddings(tmp_path, pretrained_folder,
     config.save_pretrained(pretrained_folder)
     metrics = finetune(FinetuningArguments(
         data_dir=str(data), output_dir=str(tmp_path / "run"), model_name_or_path=str(pretrained_folder), probe=True,
-        num_epochs=60, head_learning_rate=1e-2, cpu=True,
+        probe_epochs=60, head_learning_rate=1e-2, cpu=True,
     ))
     encoder, _ = encoder_and_head(tmp_path / "run" / "best")
     assert all(torch.equal(encoder[key], pretrained[key]) for key in pretrained)
-    best_epoch = metrics["best_epoch"]
-    probe_validation = metrics["runs"][0]["history"][best_epoch - 1]["validation_accuracy"]
-    assert probe_validation == metrics["validation"]["accuracy"] > 0.6  # chance is 1/3
+    history = metrics["runs"][0]["history"]
+    assert len(history) == 60 and {r["stage"] for r in history} == {"probe"} and metrics["best_epoch"] == 0
+    assert max(r["validation_accuracy"] for r in history) == metrics["validation"]["accuracy"] > 0.6  # chance: 1/3
     model = MusiCoderForSequenceClassification.from_pretrained(tmp_path / "run" / "best")
     assert model.config.classifier_pooling == pooling
     assert metrics["test"]["accuracy"] > 0.6
 
 
-def test_schedule_that_never_trains_the_encoder_is_refused_and_the_paper_grid_trains_it_from_the_start(tmp_path):
+def test_schedule_that_trains_nothing_is_refused_and_the_paper_grid_has_no_probe(tmp_path):
     from musicoder_hf.finetuning import check_schedule
 
-    with pytest.raises(ValueError, match="--freeze_epochs 5 is not below --num_epochs 3"):
-        check_schedule(FinetuningArguments(data_dir="-", output_dir="-", freeze_epochs=5, num_epochs=3))
-    with pytest.raises(ValueError, match="never be fine-tuned"):  # a grid point too short for the frozen epochs
-        check_schedule(FinetuningArguments(data_dir="-", output_dir="-", freeze_epochs=3,
-                                           grid_overrides="num_epochs=2|10"))
-    check_schedule(FinetuningArguments(data_dir="-", output_dir="-", freeze_epochs=5, num_epochs=3, probe=True))
-    check_schedule(FinetuningArguments(data_dir="-", output_dir="-"))  # the defaults: 5 of 20 epochs frozen
+    with pytest.raises(ValueError, match="--probe_epochs of at least 1"):
+        check_schedule(FinetuningArguments(data_dir="-", output_dir="-", probe=True, probe_epochs=0))
+    with pytest.raises(ValueError, match="--num_epochs must be positive"):  # one grid point of no epochs
+        check_schedule(FinetuningArguments(data_dir="-", output_dir="-", grid_overrides="num_epochs=0|10"))
+    check_schedule(FinetuningArguments(data_dir="-", output_dir="-", probe=True, num_epochs=0))
+    check_schedule(FinetuningArguments(data_dir="-", output_dir="-"))  # the defaults
     data = labeled_features(tmp_path / "data")
     metrics = finetune(FinetuningArguments(
         data_dir=str(data), output_dir=str(tmp_path / "grid"), from_scratch=True,
@@ -227,6 +240,6 @@ def test_schedule_that_never_trains_the_encoder_is_refused_and_the_paper_grid_tr
         grid=True, grid_overrides="per_device_train_batch_size=16,learning_rate=5e-5,num_epochs=2,dropout=0.1",
         cpu=True, max_frames=32,
     ))
-    # Table 4's protocol: no frozen epochs and one learning rate for the whole model
-    assert metrics["arguments"]["freeze_epochs"] == 0 and metrics["arguments"]["head_learning_rate"] is None
-    assert len(metrics["runs"]) == 1 and len(metrics["runs"][0]["history"]) == 2
+    # Table 4's protocol: no probe, one learning rate for the whole model from the first step
+    assert metrics["arguments"]["probe_epochs"] == 0
+    assert [r["stage"] for r in metrics["runs"][0]["history"]] == ["finetune", "finetune"]

@@ -106,8 +106,8 @@ def write_labeled_folder(root: Path, clips_per_class: int = 6) -> Path:
 def test_finetune_defaults_start_from_the_shipped_checkpoint_and_serve_the_pipeline(tmp_path, monkeypatch):
     folder = write_labeled_folder(tmp_path / "my_music")
     monkeypatch.chdir(REPOSITORY)  # the default --model_name_or_path is relative to the repository root
-    metrics = finetune(FinetuningArguments(data_dir=str(folder), output_dir=str(tmp_path / "run"), num_epochs=2,
-                                           freeze_epochs=1, max_frames=64, cpu=True))
+    metrics = finetune(FinetuningArguments(data_dir=str(folder), output_dir=str(tmp_path / "run"), num_epochs=1,
+                                           probe_epochs=5, max_frames=64, cpu=True))
     assert metrics["initialisation"] == SHIPPED_CHECKPOINT
     best = tmp_path / "run" / "best"
     # the fine-tuned model ships the checkpoint's own (dataset-normalising) extractor and statistics pooling

@@ -24,15 +24,20 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from datasets import load_dataset
 from huggingface_hub import EvalResult, ModelCardData
 
 import musicoder_hf
 from musicoder_hf.builders import corpus
-from musicoder_hf.data.features import feature_statistics, featurize_once, save_featurised
-from musicoder_hf.feature_extraction_musicoder import CMVN_STD_FLOOR, MusiCoderFeatureExtractor
+from musicoder_hf.data.features import (
+    dataset_normalization_extractor,
+    feature_statistics,
+    featurize_once,
+    normalize_frames,
+    save_featurised,
+)
+from musicoder_hf.feature_extraction_musicoder import MusiCoderFeatureExtractor
 from musicoder_hf.pretraining import PretrainingArguments, pretrain
 from musicoder_hf.utils import command_line_parser, parse_command_line, write_json
 
@@ -80,19 +85,9 @@ def dataset_normalised_frames(corpus_dir: Path, data_dir: Path) -> tuple[Path, M
         if feature_extractor.normalization == "dataset":
             return target, feature_extractor
     statistics = feature_statistics(raw["train"])
-    feature_extractor = MusiCoderFeatureExtractor(
-        normalization="dataset", backend="torch", feature_mean=statistics["feature_mean"],
-        feature_std=[max(std, CMVN_STD_FLOOR) for std in statistics["feature_std"]],
-    )
-    mean, std = np.asarray(feature_extractor.feature_mean), np.asarray(feature_extractor.feature_std)
-
-    def standardize(batch):
-        return {"input_features": [MusiCoderFeatureExtractor.standardize(np.asarray(f), mean, std)
-                                   for f in batch["input_features"]]}
-
-    normalised = raw.with_format("numpy", columns=["input_features"], output_all_columns=True).map(
-        standardize, batched=True, batch_size=32, features=raw["train"].features, desc="dataset normalisation")
-    save_featurised(normalised.with_format(None), target, feature_extractor)
+    feature_extractor = dataset_normalization_extractor(statistics, backend="torch")
+    normalised = normalize_frames(raw, feature_extractor)
+    save_featurised(normalised, target, feature_extractor)
     write_json(target / "statistics.json", {"num_frames": statistics["num_frames"],
                                             "num_clips": statistics["num_clips"]})
     return target, feature_extractor
@@ -111,7 +106,35 @@ def evaluation_section(evaluation: dict) -> tuple[list[EvalResult], str]:
                    metric_value=round(float(entry["value"]), 4))
         for entry in evaluation["card_results"]
     ]
-    return results, evaluation["markdown"].replace("## The shipped checkpoint", "### Measured on", 1)
+    return results, (verdict(evaluation) + "\n\n"
+                     + evaluation["markdown"].replace("## The shipped checkpoint", "### Measured on", 1))
+
+
+def verdict(evaluation: dict) -> str:
+    """One sentence per task from the paired comparisons: does a protocol beat the best hand-crafted row, and does
+    pre-training beat random init (p < 0.05 for folds; a 95% bootstrap interval above 0 for a held-out split)?"""
+    def difference(comparison):
+        if "p_value" in comparison:
+            return comparison["mean_difference"], comparison["p_value"] is not None and comparison["p_value"] < 0.05
+        entry = comparison["roc_auc_macro"]
+        return entry["mean_difference"], entry["ci95"][0] > 0 or entry["ci95"][1] < 0
+
+    def phrase(comparison):
+        value, significant = difference(comparison)
+        noise = "significant" if significant else "within noise"
+        if round(value, 3) == 0:
+            return f"level ({noise})"
+        return f"{'ahead' if value > 0 else 'behind'} by {abs(value):.3f} ({noise})"
+
+    lines = []
+    for task, comparisons in evaluation["comparisons"].items():
+        metric = "accuracy" if "p_value" in next(iter(comparisons.values())) else "ROC-AUC"
+        parts = [f"{name.split(' vs ')[0]} {phrase(comparison)}" for name, comparison in comparisons.items()
+                 if name.endswith("vs best hand-crafted")]
+        pretraining = comparisons["all layers (mean_std): pre-trained vs random init"]
+        lines.append(f"- **{TASK_TITLES[task]}** ({metric}), against the best hand-crafted row: " + "; ".join(parts)
+                     + f". Pre-trained against random init (all layers): {phrase(pretraining)}.")
+    return "\n".join(lines)
 
 
 def refresh_code_files(output_dir: Path) -> None:
@@ -160,7 +183,8 @@ clip = embedder("track.flac", layers=-1).embeddings              # mean and std 
 ```
 
 Fine-tune it on a labeled folder with `python training/finetune.py --data_dir my_music --output_dir runs/mine`
-(this checkpoint is the default `--model_name_or_path`).
+(this checkpoint is the default `--model_name_or_path`). The defaults first fit a linear probe on the frozen encoder,
+then fine-tune the whole model from that head, and keep the best of both on validation (`docs/training.md`).
 
 ## Input features and pooling
 

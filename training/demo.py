@@ -65,9 +65,13 @@ def plot_curves(pretraining: dict, finetuning: dict[str, dict], path: Path):
     for name, metrics in finetuning.items():
         run = next(r for r in metrics["runs"] if r["hyperparameters"] == metrics["best_hyperparameters"])
         key = f"validation_{metrics['metric_for_best_model']}"
-        axes[1].plot([r["epoch"] for r in run["history"]], [r[key] for r in run["history"]], "o-",
+        # epoch 0: the best probe epoch (the head alone on the frozen encoder), the start of fine-tuning
+        probe = [r[key] for r in run["history"] if r["stage"] == "probe"]
+        finetuning = [r for r in run["history"] if r["stage"] == "finetune"]
+        axes[1].plot([0] * bool(probe) + [r["epoch"] for r in finetuning],
+                     [max(probe)] * bool(probe) + [r[key] for r in finetuning], "o-",
                      label=f"{name} ({metrics['metric_for_best_model']})")
-    axes[1].set(title="Fine-tuning: validation score", xlabel="epoch", ylim=(0, 1.02))
+    axes[1].set(title="Fine-tuning: validation score (epoch 0: linear probe)", xlabel="epoch", ylim=(0, 1.02))
     axes[1].legend()
     figure.tight_layout()
     figure.savefig(path, dpi=110)
@@ -150,7 +154,7 @@ def main(argv=None) -> int:
         f"{history[-1]['loss']:.4f} (step {history[-1]['step']}); validation loss {pretraining['final_eval_loss']:.4f}; "
         f"{pretraining['parameters'] / 1e6:.2f}M parameters.",
         f"- Fine-tuned from {args.pretrained_model} with `training/finetune.py` defaults "
-        f"(best epoch on validation: folk {finetuned['folk']['best_epoch']}, instruments "
+        f"(best epoch on validation, 0 being the linear probe: folk {finetuned['folk']['best_epoch']}, instruments "
         f"{finetuned['instruments']['best_epoch']}).",
         f"- Folk tradition (single-label, {len(finetuned['folk']['labels'])} classes, chance {chance:.2f}): "
         f"test accuracy {finetuned['folk']['test']['accuracy']:.3f} (validation "

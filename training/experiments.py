@@ -69,7 +69,13 @@ from sklearn.svm import SVC
 from musicoder_hf.builders import corpus as corpus_builder
 from musicoder_hf.builders import tasks as tasks_builder
 from musicoder_hf.configuration_musicoder import MusiCoderConfig
-from musicoder_hf.data.features import featurize_once
+from musicoder_hf.data.features import (
+    dataset_normalization_extractor,
+    feature_statistics,
+    featurize_once,
+    normalize_frames,
+    save_featurised,
+)
 from musicoder_hf.data.labeled import MULTI_LABEL, cross_validation_folds, label_info, load_labeled_dataset, to_multi_hot
 from musicoder_hf.embeddings import pooled_hidden_states
 from musicoder_hf.evaluation import compute_metrics, predict_logits
@@ -150,8 +156,11 @@ SCALES = {
     ),
 }
 
-# Pre-training ablation of the paper's Table 6: (cfm, ccm).
-PRETRAINING_VARIANTS = {"cfm": (True, False), "ccm": (False, True), "cfm_ccm": (True, True)}
+# Pre-training ablation of the paper's Table 6, plus the normalisation of the frames: (cfm, ccm, normalization).
+# "clip" is the paper's per-clip CMVN; "dataset" standardises every clip with the corpus's per-channel statistics.
+PRETRAINING_VARIANTS = {"cfm": (True, False, "clip"), "ccm": (False, True, "clip"), "cfm_ccm": (True, True, "clip"),
+                        "cfm_ccm_dataset": (True, True, "dataset")}
+NORMALIZATIONS = ("clip", "dataset")
 
 ROWS = {
     "handcrafted_logreg": "Hand-crafted (mean + std of raw frames) + logistic regression",
@@ -162,15 +171,38 @@ ROWS = {
     "cfm": "MusiCoder, pre-trained with CFM",
     "ccm": "MusiCoder, pre-trained with CCM",
     "cfm_ccm": "MusiCoder, pre-trained with CFM + CCM",
+    "cfm_ccm_mean_std": "MusiCoder, pre-trained with CFM + CCM, statistics pooling",
+    "cfm_ccm_dataset": "MusiCoder, pre-trained with CFM + CCM, dataset normalisation",
+    "cfm_ccm_dataset_mean_std": "MusiCoder, pre-trained with CFM + CCM, dataset normalisation, statistics pooling",
 }
-MUSICODER_ROWS = ("scratch", "cfm", "ccm", "cfm_ccm")
+# Each fine-tuned row: (encoder: a pre-training variant or "scratch", normalisation of its frames, classifier pooling).
+# Rows without a suffix use per-clip CMVN and mean pooling, as in the paper.
+ROW_SETUPS = {
+    "scratch": ("scratch", "clip", "mean"),
+    "cfm": ("cfm", "clip", "mean"),
+    "ccm": ("ccm", "clip", "mean"),
+    "cfm_ccm": ("cfm_ccm", "clip", "mean"),
+    "cfm_ccm_mean_std": ("cfm_ccm", "clip", "mean_std"),
+    "cfm_ccm_dataset": ("cfm_ccm_dataset", "dataset", "mean"),
+    "cfm_ccm_dataset_mean_std": ("cfm_ccm_dataset", "dataset", "mean_std"),
+}
+MUSICODER_ROWS = tuple(ROW_SETUPS)
+# The 2 x 2 of normalisation and pooling (CFM + CCM): (row, normalisation, pooling)
+NORMALIZATION_POOLING_ROWS = tuple((key, ROW_SETUPS[key][1], ROW_SETUPS[key][2]) for key in
+                                   ("cfm_ccm", "cfm_ccm_mean_std", "cfm_ccm_dataset", "cfm_ccm_dataset_mean_std"))
 
 
 def short_title(key: str) -> str:
     """A row's title without the hand-crafted rows' description of their features."""
     return ROWS[key].replace(" (mean + std of raw frames)", "").replace(
         " (percentiles + mean change of CMVN'd frames)", " on CMVN'd frames")
-PROBE_ENCODERS = {"scratch": "random init", "cfm": "CFM", "ccm": "CCM", "cfm_ccm": "CFM + CCM"}
+PROBE_ENCODERS = {"scratch": "random init", "cfm": "CFM", "ccm": "CCM", "cfm_ccm": "CFM + CCM",
+                  "cfm_ccm_dataset": "CFM + CCM, dataset normalisation"}
+
+
+def normalization_of(encoder: str) -> str:
+    """The normalisation of the frames an encoder ("scratch" or a pre-training variant) was trained on."""
+    return "clip" if encoder == "scratch" else PRETRAINING_VARIANTS[encoder][2]
 TASKS = ("folk", "instruments")
 SPLIT_ORDER = ("train", "validation", "test")
 
@@ -183,8 +215,9 @@ SPLIT_ORDER = ("train", "validation", "test")
 def prepare_data(data_dir: str | os.PathLike, scale: ExperimentScale, seed: int = 0, num_proc: int = 2) -> dict:
     """Build (or reuse) the corpus and both tasks under `data_dir` and featurise them into Arrow.
 
-    Returns {"corpus": CMVN-normalised corpus features (pre-training input), "folk"/"instruments": un-normalised
-    task frames}. Every step resumes: a rerun only redoes what changed.
+    Returns un-normalised frames: {"corpus": the pre-training corpus, "folk"/"instruments": the tasks}; each row
+    normalises them as its encoder needs (`normalised_corpora`, `normalise`). Every step resumes: a rerun only redoes
+    what changed.
     """
     data_dir = Path(data_dir)
     for name, status in (
@@ -198,8 +231,9 @@ def prepare_data(data_dir: str | os.PathLike, scale: ExperimentScale, seed: int 
             raise SystemExit(f"{name} failed (exit {status}); see the messages above.")
     raw = MusiCoderFeatureExtractor(do_normalize=False)
     return {
-        "corpus": featurize_once(data_dir / "corpus", data_dir / "corpus_features",
-                                 lambda path: load_dataset("audiofolder", data_dir=str(path)), num_proc=num_proc),
+        "corpus": featurize_once(data_dir / "corpus", data_dir / "corpus_raw_features",
+                                 lambda path: load_dataset("audiofolder", data_dir=str(path)), feature_extractor=raw,
+                                 num_proc=num_proc),
         "folk": featurize_once(data_dir / "tasks" / "folk", data_dir / "folk_raw_features", load_labeled_dataset,
                                feature_extractor=raw, num_proc=num_proc),
         "instruments": featurize_once(data_dir / "tasks" / "instruments", data_dir / "instruments_raw_features",
@@ -252,16 +286,25 @@ def split_rows(raw, task_is_cv: bool, n_folds: int, seed: int) -> tuple[list[tup
     return splits, pooled
 
 
-def normalise(pooled):
-    """The model's input: per-clip CMVN (`MusiCoderFeatureExtractor.cmvn`) of the raw frames, kept in memory."""
-    features = pooled.features.copy()
+def normalise(pooled, feature_extractor: MusiCoderFeatureExtractor):
+    """The model's input: the raw frames normalised as `feature_extractor` normalises them (per-clip CMVN or dataset
+    statistics), kept in memory."""
+    return normalize_frames(pooled, feature_extractor, keep_in_memory=True)
 
-    def cmvn(batch):
-        return {"input_features": [MusiCoderFeatureExtractor.cmvn(np.asarray(f)) for f in batch["input_features"]]}
 
-    return pooled.with_format("numpy", columns=["input_features"], output_all_columns=True).map(
-        cmvn, batched=True, batch_size=16, features=features, keep_in_memory=True, desc="CMVN"
-    ).with_format(None)
+def normalised_corpora(corpus_raw: DatasetDict, features_dir: Path) -> tuple[dict, dict]:
+    """The pre-training corpus under each normalisation, saved with its extractor under `features_dir`: per-clip CMVN
+    (`MusiCoderFeatureExtractor()`), and the per-channel statistics of the corpus's training split. Returns
+    ({normalisation: folder}, {normalisation: feature extractor})."""
+    extractors = {"clip": MusiCoderFeatureExtractor(),
+                  "dataset": dataset_normalization_extractor(feature_statistics(corpus_raw["train"]))}
+    folders = {}
+    for normalization, feature_extractor in extractors.items():
+        folders[normalization] = features_dir / f"corpus_{normalization}"
+        if folders[normalization].exists():
+            shutil.rmtree(folders[normalization])
+        save_featurised(normalize_frames(corpus_raw, feature_extractor), folders[normalization], feature_extractor)
+    return folders, extractors
 
 
 def targets_of(dataset, info) -> np.ndarray:
@@ -413,10 +456,10 @@ def _load_dataset(path: str):
     return load_from_disk(path)
 
 
-def pretraining_arguments(variant: str, corpus_dir, output_dir: Path, scale: ExperimentScale, seed: int):
-    cfm, ccm = PRETRAINING_VARIANTS[variant]
+def pretraining_arguments(variant: str, corpus_dirs: dict, output_dir: Path, scale: ExperimentScale, seed: int):
+    cfm, ccm, normalization = PRETRAINING_VARIANTS[variant]
     return PretrainingArguments(
-        data_dir=str(corpus_dir), output_dir=str(output_dir / f"pretrain_{variant}"), preset="musicoder-base",
+        data_dir=str(corpus_dirs[normalization]), output_dir=str(output_dir / f"pretrain_{variant}"), preset="musicoder-base",
         # attention-probability dropout off: on CPU it costs more than the matmuls of a model this small
         config_overrides=scale.model_overrides() + ",attention_probs_dropout_prob=0.0",
         cfm=cfm, ccm=ccm, per_device_train_batch_size=scale.pretrain_batch_size, max_steps=scale.pretrain_steps,
@@ -437,16 +480,17 @@ def _pretrain_job(args) -> dict:
     return summary
 
 
-def pretrain_variants(corpus_dir, output_dir: Path, scale: ExperimentScale, seed: int, runner: JobRunner) -> dict:
-    """Pre-train one encoder per masking variant (same budget, seed, data order and initial weights); reuse a finished
-    pre-training with the same arguments."""
-    from datasets import load_from_disk
-
-    corpus_fingerprint = dataset_digest(load_from_disk(str(corpus_dir)))
+def pretrain_variants(corpus_dirs: dict, output_dir: Path, scale: ExperimentScale, seed: int,
+                      runner: JobRunner) -> dict:
+    """Pre-train one encoder per variant (same budget, seed, data order and initial weights) on the corpus normalised
+    as the variant says (`corpus_dirs`: {normalisation: folder}); reuse a finished pre-training with the same
+    arguments and the same frames."""
+    fingerprints = {name: dataset_digest(load_from_disk(str(folder))) for name, folder in corpus_dirs.items()}
     summaries, jobs = {}, []
     for variant in PRETRAINING_VARIANTS:
-        args = pretraining_arguments(variant, corpus_dir, output_dir, scale, seed)
+        args = pretraining_arguments(variant, corpus_dirs, output_dir, scale, seed)
         run_dir = Path(args.output_dir)
+        corpus_fingerprint = fingerprints[PRETRAINING_VARIANTS[variant][2]]
         job = {"arguments": json.loads(json.dumps(asdict(args), default=str)), "corpus_fingerprint": corpus_fingerprint}
         summary_file, job_file = run_dir / "summary.json", run_dir / "job.json"
         if summary_file.exists() and (run_dir / "final" / "model.safetensors").exists():
@@ -463,7 +507,7 @@ def pretrain_variants(corpus_dir, output_dir: Path, scale: ExperimentScale, seed
         jobs.append((variant, args))
     for index, summary in runner.run([(_pretrain_job, (args,)) for _, args in jobs]):
         variant = jobs[index][0]
-        summary["corpus_fingerprint"] = corpus_fingerprint
+        summary["corpus_fingerprint"] = fingerprints[PRETRAINING_VARIANTS[variant][2]]
         (Path(jobs[index][1].output_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
         summaries[variant] = summary
         print(f"  pre-trained {variant}: loss {summary['final_loss']:.4f}, validation "
@@ -471,8 +515,10 @@ def pretrain_variants(corpus_dir, output_dir: Path, scale: ExperimentScale, seed
     return {variant: summaries[variant] for variant in PRETRAINING_VARIANTS}
 
 
-def finetune_split(data, init: str | None, scale: ExperimentScale, output_dir: Path, seed: int) -> dict:
-    """Fine-tune on one split (DatasetDict train/validation/test, CMVN features) over the scale's grid.
+def finetune_split(data, init: str | None, scale: ExperimentScale, output_dir: Path, seed: int,
+                   pooling: str = "mean") -> dict:
+    """Fine-tune on one split (DatasetDict train/validation/test, normalised frames) over the scale's grid, with a
+    head that pools with `pooling`.
 
     Same loop as `finetuning.finetune` (`train_one`: best epoch of the best learning rate on validation), on data in
     memory. `init` is a pre-trained folder, or None for random initialisation.
@@ -484,7 +530,8 @@ def finetune_split(data, init: str | None, scale: ExperimentScale, output_dir: P
         num_epochs=scale.finetune_epochs, dropout=scale.dropout, attention_dropout=0.0,
         grid_overrides="learning_rate=" + "|".join(str(lr) for lr in scale.learning_rates),
         max_frames=scale.finetune_max_frames, seed=seed, report_to="none", cpu=True,
-        freeze_epochs=0, head_learning_rate=None,  # the paper's protocol: the whole model at one rate throughout
+        probe_epochs=0,  # the paper's protocol: the whole model at one rate from the first step
+        classifier_pooling=pooling,
     )
     accelerator = build_accelerator(args.output_dir, None, 1, "none", cpu=True)
     info = label_info(data["train"])
@@ -516,11 +563,11 @@ def load_encoder(init: str | None, scale: ExperimentScale, seed: int) -> MusiCod
 
 
 def _finetune_job(dataset_path: str, rows: dict, init: str | None, scale: ExperimentScale, output_dir: Path,
-                  seed: int) -> dict:
+                  seed: int, pooling: str = "mean") -> dict:
     normalised = _load_dataset(dataset_path)
     started = time.time()
     result = finetune_split(DatasetDict({part: normalised.select(ids) for part, ids in rows.items()}), init, scale,
-                            output_dir, seed)
+                            output_dir, seed, pooling)
     result["seconds"] = round(time.time() - started, 1)
     return result
 
@@ -622,31 +669,43 @@ def bootstrap_interval(logits, references, seed: int, resamples: int = 1000) -> 
 # (row, against): CFM + CCM against every other row, and each single masking against no pre-training.
 COMPARISONS = (("cfm_ccm", "scratch"), ("cfm_ccm", "cfm"), ("cfm_ccm", "ccm"), ("cfm_ccm", "handcrafted_logreg"),
                ("cfm_ccm", "handcrafted_svm"), ("cfm_ccm", "handcrafted_cmvn_logreg"), ("cfm", "scratch"),
-               ("ccm", "scratch"))
+               ("ccm", "scratch"),
+               # normalisation (same pooling) and pooling (same normalisation)
+               ("cfm_ccm_dataset", "cfm_ccm"), ("cfm_ccm_dataset_mean_std", "cfm_ccm_mean_std"),
+               ("cfm_ccm_mean_std", "cfm_ccm"), ("cfm_ccm_dataset_mean_std", "cfm_ccm_dataset"),
+               ("cfm_ccm_dataset_mean_std", "handcrafted_logreg"))
+
+
+def paired_comparison(task_results: dict, row: str, other: str, seed: int) -> dict:
+    """`row` against `other` on one task: test accuracy over the paired folds (CV task), or a paired bootstrap of the
+    held-out test clips (every metric)."""
+    rows = task_results["rows"]
+    if task_results["cross_validation"]:
+        splits = list(rows[row]["splits"])
+        return paired_folds([rows[row]["splits"][s]["test"]["accuracy"] for s in splits],
+                            [rows[other]["splits"][s]["test"]["accuracy"] for s in splits])
+    split = next(iter(rows[row]["splits"]))
+    return paired_bootstrap(rows[row]["splits"][split]["test_logits"], rows[other]["splits"][split]["test_logits"],
+                            task_results["test_references"][split], seed=seed)
 
 
 def compare(results: dict, seed: int) -> dict:
     """Paired comparisons of `COMPARISONS` per task: over folds (CV task) or by bootstrap over test clips."""
+    return {task: {f"{row}|{other}": paired_comparison(task_results, row, other, seed)
+                   for row, other in COMPARISONS if row in task_results["rows"] and other in task_results["rows"]}
+            for task, task_results in results["tasks"].items()}
+
+
+def normalization_and_pooling(results: dict) -> dict:
+    """Per task: the CFM + CCM rows of the 2 x 2 of normalisation and pooling ({(normalisation, pooling): mean of the
+    task's metric}) and the best of them."""
     out = {}
     for task, task_results in results["tasks"].items():
-        rows = task_results["rows"]
-        comparisons = {}
-        for row, other in COMPARISONS:
-            if row not in rows or other not in rows:
-                continue
-            if task_results["cross_validation"]:
-                splits = list(rows[row]["splits"])
-                comparisons[f"{row}|{other}"] = paired_folds(
-                    [rows[row]["splits"][s]["test"]["accuracy"] for s in splits],
-                    [rows[other]["splits"][s]["test"]["accuracy"] for s in splits],
-                )
-            else:
-                split = next(iter(rows[row]["splits"]))
-                comparisons[f"{row}|{other}"] = paired_bootstrap(
-                    rows[row]["splits"][split]["test_logits"], rows[other]["splits"][split]["test_logits"],
-                    task_results["test_references"][split], seed=seed,
-                )
-        out[task] = comparisons
+        metric = "accuracy" if task_results["cross_validation"] else "roc_auc_macro"
+        scores = {(normalization, pooling): task_results["rows"][key]["summary"][metric]["mean"]
+                  for key, normalization, pooling in NORMALIZATION_POOLING_ROWS if key in task_results["rows"]}
+        if scores:
+            out[task] = {"metric": metric, "scores": scores, "best": max(scores, key=scores.get)}
     return out
 
 
@@ -690,8 +749,22 @@ def render_markdown(results: dict) -> str:
                 text += f" [{ci[metric][0]:.2f}, {ci[metric][1]:.2f}]"
             cells.append(text)
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    decided = normalization_and_pooling(results)
+    if decided:
+        lines += ["", "## Normalisation and pooling", "",
+                  "CFM + CCM pre-trained and fine-tuned on frames normalised per clip (CMVN, the paper) or with the "
+                  "corpus's per-channel statistics (`normalization=\"dataset\"`), with a head that pools the mean "
+                  "(the paper) or the mean and standard deviation over time (`classifier_pooling=\"mean_std\"`). "
+                  "Paired comparisons are below.", "",
+                  "| task (metric) | " + " | ".join(f"{n}, {p}" for _, n, p in NORMALIZATION_POOLING_ROWS)
+                  + " | best |", "|---|" + "---|" * (len(NORMALIZATION_POOLING_ROWS) + 1)]
+        for task, entry in decided.items():
+            lines.append(f"| {task} ({entry['metric']}) | " + " | ".join(
+                f"{entry['scores'][(n, p)]:.3f}" if (n, p) in entry["scores"] else "-"
+                for _, n, p in NORMALIZATION_POOLING_ROWS) + f" | {', '.join(entry['best'])} |")
     lines += ["", "## Which layer? Frozen-encoder MLP probes (MARBLE protocol)", "",
-              f"Mean-pooled hidden state of each layer (0 = input embedding), standardised, MLP with one "
+              f"Mean-pooled hidden state of each layer (0 = input embedding) of each encoder, on the frames normalised "
+              "as in its pre-training, standardised, MLP with one "
               f"{scale['probe_hidden_units']}-unit hidden layer (L2 alpha in {list(scale['probe_alphas'])}, best on "
               "validation), same splits as above. Plot: `model_cards/paper_layer_probe.png`.", "",
               "| encoder | layer | folk accuracy | instruments ROC-AUC macro | instruments PR-AUC macro |",
@@ -733,14 +806,17 @@ def render_markdown(results: dict) -> str:
         f"- Encoder: {scale['num_hidden_layers']} layers, H = {scale['hidden_size']}, {scale['num_attention_heads']} "
         f"heads, FFN {scale['intermediate_size']} ({compute['encoder_parameters'] / 1e6:.2f}M parameters), "
         "attention-probability dropout 0.",
-        f"- Pre-training (each of CFM, CCM, CFM + CCM, same seed, data order and initial weights): "
+        "- Pre-training (each of CFM, CCM, CFM + CCM on per-clip CMVN frames, and CFM + CCM on frames standardised "
+        "with the corpus's per-channel statistics; same seed, data order and initial weights): "
         f"{scale['pretrain_steps']} steps of {scale['pretrain_batch_size']} random crops of "
         f"{scale['pretrain_max_frames']} frames from {compute['corpus_clips']} game-soundtrack clips "
         f"({scale['corpus_minutes']:g} min), Noam schedule x {scale['pretrain_lr_scale']} with "
         f"{scale['pretrain_warmup_steps']} warm-up steps; final train / validation loss: "
         + "; ".join(f"{v} {pretraining[v]['final_loss']:.3f} / {pretraining[v]['final_eval_loss']:.3f}"
                     for v in PRETRAINING_VARIANTS if v in pretraining) + ".",
-        f"- Fine-tuning (every MusiCoder row, every split): learning rate in {list(scale['learning_rates'])} x epoch "
+        "- Fine-tuning (every MusiCoder row, every split, on frames normalised as in its encoder's pre-training; "
+        "mean pooling unless the row says statistics pooling): learning rate in "
+        f"{list(scale['learning_rates'])} x epoch "
         f"1..{scale['finetune_epochs']}, best on validation (accuracy for folk, PR-AUC macro for instruments); "
         f"batch {scale['finetune_batch_size']}, random crops of {scale['finetune_max_frames']} frames, Adam, linear "
         f"decay with 10% warm-up, dropout {scale['dropout']}; evaluation on whole clips. "
@@ -815,9 +891,9 @@ def _store_cached(path: Path, key: str, result: dict) -> None:
 def run_experiments(data: dict, output_dir: str | os.PathLike, scale: ExperimentScale, seed: int = 0,
                     command: str = "", stage_seconds: dict | None = None, tasks: tuple[str, ...] = TASKS,
                     workers: int = 1) -> dict:
-    """Pre-train the three variants on `data["corpus"]` and evaluate every row on `data["folk"]` (cross-validation)
-    and `data["instruments"]` (held-out split). `data` holds featurised DatasetDicts (corpus CMVN-normalised, tasks
-    un-normalised). Pre-trainings, fine-tunings and probes run in `workers` processes of one thread each (results do
+    """Pre-train every variant of `PRETRAINING_VARIANTS` on `data["corpus"]` and evaluate every row on `data["folk"]`
+    (cross-validation) and `data["instruments"]` (held-out split). `data` holds featurised DatasetDicts of
+    un-normalised frames; each encoder gets them normalised as in its pre-training. Pre-trainings, fine-tunings and probes run in `workers` processes of one thread each (results do
     not depend on `workers`) and are cached under `output_dir`, so an interrupted run resumes. Returns the results
     dict, also written to `output_dir/results.json`. `tasks` selects a subset (the table needs both)."""
     output_dir = Path(output_dir)
@@ -825,22 +901,21 @@ def run_experiments(data: dict, output_dir: str | os.PathLike, scale: Experiment
     stage_seconds = dict(stage_seconds or {})
     started = time.time()
     scale_key = asdict(scale)
-    corpus_dir = data.get("corpus_dir")
-    if corpus_dir is None:  # an in-memory corpus (tests): save it once so that `pretrain` can read it
-        corpus_dir = output_dir / "corpus_features"
-        if not (corpus_dir / "dataset_dict.json").exists():
-            data["corpus"].save_to_disk(corpus_dir)
+    corpus_dirs, extractors = normalised_corpora(data["corpus"], output_dir / "features")
 
     with JobRunner(workers) as runner:
         t = time.time()
-        print(f"== pre-training CFM, CCM, CFM + CCM ({scale.pretrain_steps} steps each, {workers} worker(s))",
-              flush=True)
-        pretraining = pretrain_variants(corpus_dir, output_dir, scale, seed, runner)
+        print(f"== pre-training {', '.join(PRETRAINING_VARIANTS)} ({scale.pretrain_steps} steps each, {workers} "
+              "worker(s))", flush=True)
+        pretraining = pretrain_variants(corpus_dirs, output_dir, scale, seed, runner)
         stage_seconds["pre-training"] = time.time() - t
         inits = {"scratch": None, **{v: str(output_dir / f"pretrain_{v}" / "final") for v in PRETRAINING_VARIANTS}}
-        pretrain_key = {v: pretraining[v].get("final_loss") for v in PRETRAINING_VARIANTS}
+        # cached results follow the pre-training and the normalisation statistics
+        pretrain_key = {v: (pretraining[v].get("final_loss"), extractors[PRETRAINING_VARIANTS[v][2]].to_json_string())
+                        for v in PRETRAINING_VARIANTS}
 
-        results = {"command": command, "seed": seed, "scale": scale_key, "pretraining": pretraining, "tasks": {}}
+        results = {"command": command, "seed": seed, "scale": scale_key, "output_dir": str(output_dir),
+                   "pretraining": pretraining, "tasks": {}}
         t = time.time()
         jobs, pending, prepared = [], [], {}
         for task in tasks:
@@ -850,11 +925,13 @@ def run_experiments(data: dict, output_dir: str | os.PathLike, scale: Experiment
             splits, pooled = split_rows(raw, cv, scale.n_folds, seed)
             targets = targets_of(pooled, info)
             data_key = dataset_digest(raw)  # cached results follow the features
-            dataset_path = output_dir / "features" / f"{task}_cmvn"
-            if dataset_path.exists():
-                shutil.rmtree(dataset_path)
-            normalise(pooled).save_to_disk(dataset_path)  # the workers memory-map it
-            dataset_path = str(dataset_path)
+            dataset_paths = {}
+            for normalization in NORMALIZATIONS:
+                path = output_dir / "features" / f"{task}_{normalization}"
+                if path.exists():
+                    shutil.rmtree(path)
+                normalise(pooled, extractors[normalization]).save_to_disk(path)  # the workers memory-map it
+                dataset_paths[normalization] = str(path)
             _load_dataset.cache_clear()
             task_results = {
                 "problem_type": info.problem_type, "labels": info.names, "cross_validation": cv,
@@ -874,21 +951,22 @@ def run_experiments(data: dict, output_dir: str | os.PathLike, scale: Experiment
                                                     seed, scale) for name, rows in splits}
                 task_results["rows"][key] = {"splits": per_split, "summary": summarise(per_split)}
                 print(f"  {ROWS[key]}: {_brief(task_results['rows'][key]['summary'])}", flush=True)
-            for key in MUSICODER_ROWS:
+            for key, (encoder, normalization, pooling) in ROW_SETUPS.items():
                 task_results["rows"][key] = {"splits": {}}
                 for name, rows in splits:
                     split_dir = output_dir / "finetune" / task / key / name
-                    cache = (split_dir / "result.json", _cache_key(scale_key, seed, key, pretrain_key.get(key), rows,
-                                                                    data_key))
+                    cache = (split_dir / "result.json", _cache_key(scale_key, seed, key, pretrain_key.get(encoder),
+                                                                    rows, data_key))
                     jobs.append((("finetune", task, key, name), cache,
-                                 (_finetune_job, (dataset_path, rows, inits[key], scale, split_dir, seed))))
+                                 (_finetune_job, (dataset_paths[normalization], rows, inits[encoder], scale, split_dir,
+                                                  seed, pooling))))
             for encoder in PROBE_ENCODERS:
                 cache = (output_dir / "probes" / task / f"{encoder}.json",
                          _cache_key(scale_key, seed, encoder, pretrain_key.get(encoder), task_results["splits"],
                                     data_key))
                 jobs.append((("probe", task, encoder, None), cache,
-                             (_probe_job, (dataset_path, inits[encoder], targets, splits, info.problem_type, scale,
-                                           seed))))
+                             (_probe_job, (dataset_paths[normalization_of(encoder)], inits[encoder], targets, splits,
+                                           info.problem_type, scale, seed))))
         stage_seconds["hand-crafted"] = time.time() - t
 
         t = time.time()
@@ -1034,25 +1112,17 @@ def evaluate_shipped(data: dict, model_dir, output_dir, scale: ExperimentScale, 
                 for name, features in layer_sets.items():
                     per_split = {split: fit_select_score("logreg", scale.logistic_c, features, targets, rows,
                                                          info.problem_type, seed, scale) for split, rows in splits}
-                    task_results["rows"][f"{encoder}_{pooling}_{name}"] = {"splits": per_split,
-                                                                           "summary": summarise(per_split)}
+                    task_results["rows"][shipped_probe_key(encoder, pooling, name)] = {
+                        "splits": per_split, "summary": summarise(per_split)}
                 print(f"  {task} {encoder} {pooling}: " + ", ".join(
-                    f"{name} {_brief(task_results['rows'][f'{encoder}_{pooling}_{name}']['summary'])}"
+                    f"{name} {_brief(task_results['rows'][shipped_probe_key(encoder, pooling, name)]['summary'])}"
                     for name in layer_sets), flush=True)
         if finetune_rows:
             feature_extractor = MusiCoderFeatureExtractor.from_pretrained(model_dir)
             dataset_path = output_dir / "features" / f"{task}_shipped"
-            features = pooled.features.copy()
-
-            def normalise_batch(batch):
-                return {"input_features": feature_extractor.normalize(
-                    [np.asarray(f, dtype=np.float32) for f in batch["input_features"]])}
-
             if dataset_path.exists():
                 shutil.rmtree(dataset_path)
-            pooled.with_format("numpy", columns=["input_features"], output_all_columns=True).map(
-                normalise_batch, batched=True, batch_size=16, features=features, keep_in_memory=True,
-            ).with_format(None).save_to_disk(dataset_path)
+            normalise(pooled, feature_extractor).save_to_disk(dataset_path)
             _load_dataset.cache_clear()
             jobs = [(_shipped_finetune_job, (str(dataset_path), rows, model_dir, output_dir / "finetune" / task / name,
                                              seed)) for name, rows in splits]
@@ -1067,45 +1137,60 @@ def evaluate_shipped(data: dict, model_dir, output_dir, scale: ExperimentScale, 
             task_results["rows"]["finetuned"] = {"splits": per_split, "summary": summarise(per_split)}
         results["tasks"][task] = task_results
 
+    summarise_shipped(results, seed)
+    write_json(output_dir / "shipped_results.json", results)
+    return results
+
+
+def shipped_probe_key(encoder: str, pooling: str, layers: str) -> str:
+    """The row of a frozen probe of the shipped checkpoint, e.g. ("pretrained", "mean_std", "layer1")."""
+    return f"{encoder}_{pooling}_{layers}"
+
+
+def parse_shipped_probe_key(key: str) -> tuple[str, str, str] | None:
+    """(encoder, pooling, layers) of a probe row of `evaluate_shipped`, None for other rows."""
+    for encoder in ("pretrained", "random"):
+        for pooling in sorted(SHIPPED_POOLINGS, key=len, reverse=True):  # "mean_std" before its prefix "mean"
+            prefix = f"{encoder}_{pooling}_"
+            if key.startswith(prefix):
+                return encoder, pooling, key[len(prefix):]
+    return None
+
+
+def summarise_shipped(results: dict, seed: int) -> dict:
+    """Add to `evaluate_shipped`'s rows the best probe of each pooling (chosen on validation), the paired comparisons
+    against the best hand-crafted row and random init, the model card's entries and the markdown. Works on the saved
+    `shipped_results.json` too, so the summary can be redone without the runs."""
     comparisons = {}
     for task, task_results in results["tasks"].items():
-        rows, metric = task_results["rows"], "accuracy" if task_results["cross_validation"] else "roc_auc_macro"
+        rows = task_results["rows"]
         reference = best_handcrafted(task_results)
-        # the best frozen probe of each pooling, chosen on the validation score (not on test)
+        selection = _selection_metric(task_results["problem_type"])
         chosen = {}
         for pooling in SHIPPED_POOLINGS:
-            keys = [k for k in rows if k.startswith(f"pretrained_{pooling}_")]
-            chosen[pooling] = max(keys, key=lambda k: np.mean([s["validation"][_selection_metric(
-                task_results["problem_type"])] for s in rows[k]["splits"].values()]))
+            keys = [k for k in rows if (parse_shipped_probe_key(k) or ("",))[:2] == ("pretrained", pooling)]
+            chosen[pooling] = max(keys, key=lambda k: np.mean([s["validation"][selection]
+                                                               for s in rows[k]["splits"].values()]))
+        random_twin = {p: shipped_probe_key("random", p, parse_shipped_probe_key(chosen[p])[2])
+                       for p in SHIPPED_POOLINGS}
         # (name, row, other): the same names on both tasks, whichever rows were chosen
         pairs = [(f"best probe ({p}) vs best hand-crafted", chosen[p], reference) for p in SHIPPED_POOLINGS]
-        pairs += [(f"all layers ({p}): pre-trained vs random init", f"pretrained_{p}_all", f"random_{p}_all")
-                  for p in SHIPPED_POOLINGS]
+        pairs += [(f"all layers ({p}): pre-trained vs random init", shipped_probe_key("pretrained", p, "all"),
+                   shipped_probe_key("random", p, "all")) for p in SHIPPED_POOLINGS]
         pairs += [("best probe: mean_std vs mean pooling", chosen["mean_std"], chosen["mean"]),
-                  ("best probe (mean_std): pre-trained vs random init", chosen["mean_std"],
-                   chosen["mean_std"].replace("pretrained", "random", 1))]
+                  ("best probe (mean_std): pre-trained vs random init", chosen["mean_std"], random_twin["mean_std"])]
         if "finetuned" in rows:
             pairs += [("fine-tuned vs best hand-crafted", "finetuned", reference),
                       ("fine-tuned vs best probe (mean_std)", "finetuned", chosen["mean_std"])]
-        task_comparisons = {}
-        for name, row, other in pairs:
-            if task_results["cross_validation"]:
-                names = list(rows[row]["splits"])
-                result = paired_folds([rows[row]["splits"][s]["test"][metric] for s in names],
-                                      [rows[other]["splits"][s]["test"][metric] for s in names])
-            else:
-                split = next(iter(rows[row]["splits"]))
-                result = paired_bootstrap(
-                    rows[row]["splits"][split]["test_logits"], rows[other]["splits"][split]["test_logits"],
-                    task_results["test_references"][split], seed=seed)
-            task_comparisons[name] = {"row": row, "other": other, **result}
+        comparisons[task] = {name: {"row": row, "other": other, **paired_comparison(task_results, row, other, seed)}
+                             for name, row, other in pairs}
         task_results["chosen_probes"] = chosen
         task_results["best_handcrafted"] = reference
-        comparisons[task] = task_comparisons
     results["comparisons"] = comparisons
     # what the model card's model-index reports: per task, the frozen probe chosen on validation and the fine-tuned row
     results["card_results"] = [
-        {"task": task, "protocol": f"{protocol} ({shipped_row_title(key)})", "metric": metric,
+        {"task": task, "protocol": f"frozen probe ({shipped_row_title(key)})" if protocol == "frozen probe"
+         else shipped_row_title(key), "metric": metric,
          "value": task_results["rows"][key]["summary"][metric]["mean"]}
         for task, task_results in results["tasks"].items()
         for protocol, key in (("frozen probe", task_results["chosen_probes"]["mean_std"]), ("fine-tuned", "finetuned"))
@@ -1113,7 +1198,6 @@ def evaluate_shipped(data: dict, model_dir, output_dir, scale: ExperimentScale, 
         for metric in (("accuracy",) if task_results["cross_validation"] else ("roc_auc_macro", "pr_auc_macro"))
     ]
     results["markdown"] = render_shipped_markdown(results)
-    write_json(output_dir / "shipped_results.json", results)
     return results
 
 
@@ -1134,9 +1218,7 @@ def shipped_row_title(key: str) -> str:
         return {"handcrafted_logreg": "hand-crafted: mean + std of raw frames",
                 "handcrafted_cmvn_logreg": "hand-crafted: percentiles + change of CMVN'd frames",
                 "handcrafted_both_logreg": "hand-crafted: both"}[key]
-    encoder, rest = key.split("_", 1)
-    pooling = "mean_std" if rest.startswith("mean_std_") else "mean"
-    layers = rest[len(pooling) + 1:]
+    encoder, pooling, layers = parse_shipped_probe_key(key)
     layers = "all layers" if layers == "all" else layers.replace("layer", "layer ")
     return f"{'pre-trained' if encoder == 'pretrained' else 'random init'}, {pooling}, {layers}"
 
@@ -1254,7 +1336,6 @@ def main(argv=None) -> int:
     print(f"== data: corpus {scale.corpus_minutes:g} min, folk {scale.tunes_per_class} tunes per class, instruments "
           f"{scale.instrument_pieces} pieces (into {args.data_dir})", flush=True)
     data = prepare_data(args.data_dir, scale, args.seed)
-    data["corpus_dir"] = str(Path(args.data_dir) / "corpus_features")
     shipped = None
     if args.shipped_model:
         print(f"== the shipped checkpoint {args.shipped_model}", flush=True)

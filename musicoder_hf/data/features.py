@@ -175,6 +175,31 @@ def feature_statistics(dataset: Dataset | DatasetDict, column: str = "input_feat
     }
 
 
+def dataset_normalization_extractor(statistics: dict, **kwargs) -> MusiCoderFeatureExtractor:
+    """A `normalization="dataset"` extractor from the output of [`feature_statistics`] (other settings: `kwargs`). A
+    channel that is constant over the whole dataset (e.g. silence in one band) is divided by the CMVN floor, not 0."""
+    return MusiCoderFeatureExtractor(
+        normalization="dataset", feature_mean=statistics["feature_mean"],
+        feature_std=[max(std, CMVN_STD_FLOOR) for std in statistics["feature_std"]], **kwargs,
+    )
+
+
+def normalize_frames(dataset: Dataset | DatasetDict, feature_extractor: MusiCoderFeatureExtractor,
+                     column: str = "input_features", keep_in_memory: bool = False) -> Dataset | DatasetDict:
+    """Un-normalised frames (featurised with `do_normalize=False`) normalised as `feature_extractor` normalises
+    (`MusiCoderFeatureExtractor.normalize`: per-clip CMVN, or dataset statistics): the frames that featurising with
+    `feature_extractor` gives, without decoding the audio again. Other columns are kept."""
+    features = (next(iter(dataset.values())) if isinstance(dataset, DatasetDict) else dataset).features.copy()
+
+    def normalize(batch):
+        return {column: feature_extractor.normalize([np.asarray(f, dtype=np.float32) for f in batch[column]])}
+
+    return dataset.with_format("numpy", columns=[column], output_all_columns=True).map(
+        normalize, batched=True, batch_size=32, features=features, keep_in_memory=keep_in_memory,
+        desc=f"{feature_extractor.normalization} normalisation",
+    ).with_format(None)
+
+
 # Manifest entries that change on every run of the builders (timings), whatever the data.
 VOLATILE_MANIFEST_KEYS = ("build", "build_wall_seconds", "build_cpu_seconds")
 
@@ -294,11 +319,7 @@ def statistics_main(argv=None) -> int:
     raw = MusiCoderFeatureExtractor(do_normalize=False, backend=args.backend)
     frames = featurize_dataset(dataset[args.split], feature_extractor=raw, num_proc=args.num_proc)
     statistics = feature_statistics(frames)
-    feature_extractor = MusiCoderFeatureExtractor(
-        normalization="dataset", feature_mean=statistics["feature_mean"], backend=args.backend,
-        # a channel constant over the whole folder (e.g. silence in a band) is divided by the CMVN floor, not by 0
-        feature_std=[max(std, CMVN_STD_FLOOR) for std in statistics["feature_std"]],
-    )
+    feature_extractor = dataset_normalization_extractor(statistics, backend=args.backend)
     feature_extractor.save_pretrained(args.output_dir)
     print(f"saved a normalization='dataset' feature extractor to {args.output_dir} ({statistics['num_frames']} frames "
           f"of {statistics['num_clips']} clips)")
