@@ -240,7 +240,7 @@ def test_shipped_checkpoint_rows_compare_probes_poolings_random_init_and_handcra
     dataset-normalising extractor: every layer and all layers for both poolings and a random init of the same
     architecture, the fine-tuned row, paired comparisons of the same names on both tasks, and the card's entries."""
     from musicoder_hf import MusiCoderConfig, MusiCoderModel
-    from training.experiments import evaluate_shipped
+    from training.experiments import evaluate_shipped, parse_shipped_probe_key, summarise_shipped
 
     data = synthetic_data()
     model_dir = tmp_path / "shipped"
@@ -270,3 +270,11 @@ def test_shipped_checkpoint_rows_compare_probes_poolings_random_init_and_handcra
         ("folk", "accuracy"), ("instruments", "roc_auc_macro"), ("instruments", "pr_auc_macro")}
     assert "pre-trained, mean_std, all layers" in results["markdown"]
     assert json.loads((tmp_path / "run" / "shipped_results.json").read_text())["markdown"] == results["markdown"]
+    for task in ("folk", "instruments"):  # the best probe of each pooling is one of that pooling's rows
+        for pooling, key in results["tasks"][task]["chosen_probes"].items():
+            assert parse_shipped_probe_key(key)[:2] == ("pretrained", pooling)
+    # the summary is a function of the saved rows; a rerun with the same checkpoint, data and settings reuses them
+    saved = json.loads((tmp_path / "run" / "shipped_results.json").read_text())
+    expected = json.loads(json.dumps(results["comparisons"], default=float))
+    assert summarise_shipped(saved, seed=0)["comparisons"] == expected
+    assert evaluate_shipped(data, model_dir, tmp_path / "run", scale, seed=0, finetune_rows=True) == saved

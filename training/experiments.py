@@ -1087,7 +1087,12 @@ def evaluate_shipped(data: dict, model_dir, output_dir, scale: ExperimentScale, 
     """
     output_dir = Path(output_dir)
     model_dir = str(model_dir)
-    results = {"model": model_dir, "tasks": {}}
+    key = shipped_cache_key(data, model_dir, scale, seed, finetune_rows)
+    saved = output_dir / "shipped_results.json"
+    if saved.exists() and json.loads(saved.read_text()).get("key") == key:  # same checkpoint, data and settings
+        print(f"  reusing {saved} (same checkpoint, data and settings; --fresh redoes it)", flush=True)
+        return json.loads(saved.read_text())
+    results = {"model": model_dir, "key": key, "tasks": {}}
     for task in TASKS:
         raw = data[task]
         info = label_info(raw)
@@ -1140,6 +1145,15 @@ def evaluate_shipped(data: dict, model_dir, output_dir, scale: ExperimentScale, 
     summarise_shipped(results, seed)
     write_json(output_dir / "shipped_results.json", results)
     return results
+
+
+def shipped_cache_key(data: dict, model_dir: str, scale: ExperimentScale, seed: int, finetune_rows: bool) -> str:
+    """What `evaluate_shipped`'s results depend on: the checkpoint's files, the task frames and the settings."""
+    digest = hashlib.sha256()
+    for name in ("config.json", "model.safetensors", "preprocessor_config.json"):
+        digest.update((Path(model_dir) / name).read_bytes())
+    return _cache_key(digest.hexdigest(), [dataset_digest(data[task]) for task in TASKS], asdict(scale), seed,
+                      finetune_rows)
 
 
 def shipped_probe_key(encoder: str, pooling: str, layers: str) -> str:
