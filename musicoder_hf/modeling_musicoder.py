@@ -378,7 +378,9 @@ class MusiCoderModel(MusiCoderPreTrainedModel):
                     f"`attention_mask` must have shape {tuple(input_features.shape[:2])} (batch_size, num_frames), "
                     f"got {tuple(attention_mask.shape)}."
                 )
-            if not attention_mask.bool().any(dim=-1).all():
+            # A check on the mask's values, not its shape: an exported graph (torch.export, ONNX) cannot branch on
+            # data, so there the caller (e.g. the feature extractor, which never emits an empty row) guarantees it.
+            if not torch.compiler.is_exporting() and not attention_mask.bool().any(dim=-1).all():
                 raise ValueError("Every example needs at least one valid frame: an `attention_mask` row is all zeros.")
 
     def forward(

@@ -192,7 +192,8 @@ then fine-tune the whole model from that head, and keep the best of both on vali
   normalised with **fixed per-channel statistics of the pre-training corpus** (`normalization="dataset"` in
   `preprocessor_config.json`), not per clip as in the paper. Per-clip CMVN sets each channel's mean to 0 and variance
   to 1 over the clip, so a clip's spectral envelope and loudness never reach the model; the corpus statistics keep
-  them.
+  them. `make paper` compares both normalisations (and both poolings) paired, at its own small scale: see
+  `model_cards/paper_results.md`, section "Normalisation and pooling".
 - Pooling: `config.classifier_pooling = "{config.get('classifier_pooling')}"` (mean and standard deviation over time),
   used by the classifier head, `MusiCoderEmbedder` and the HEAR module by default. The measured comparison with mean
   pooling is below.
