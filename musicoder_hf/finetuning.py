@@ -64,7 +64,7 @@ class FinetuningArguments:
     # `head_learning_rate`; seconds), then the whole model trains gently from that head, and the best model on
     # validation is kept, the probe included: a random head's first gradients would otherwise distort the pre-trained
     # features. The paper's Table 4 (2-4 epochs at 2e-5 to 5e-5, for Base and large datasets) is `--grid`.
-    learning_rate: float = field(default=1e-4, metadata={"help": "Learning rate of the whole model while fine-tuning."})
+    learning_rate: float = field(default=1e-4, metadata={"help": "Learning rate of the model while fine-tuning."})
     per_device_train_batch_size: int = 16
     per_device_eval_batch_size: int = 16
     num_epochs: float = field(default=20.0, metadata={"help": "Epochs of the whole model, after the probe."})
@@ -86,8 +86,8 @@ class FinetuningArguments:
     freeze_base_model: bool = field(default=False, metadata={
         "help": "Train the head only, on crops through the frozen encoder (--probe is the fast way)."})
     probe_epochs: int = field(default=100, metadata={
-        "help": "Epochs of the head alone on the frozen encoder's pooled whole-clip embeddings, before the whole model "
-        "trains from the best of them on validation; 0: the whole model trains from a random head."})
+        "help": "Epochs of the head alone on the frozen encoder's pooled whole-clip embeddings, before the whole "
+        "model trains from the best of them on validation; 0: the whole model trains from a random head."})
     head_learning_rate: float = field(default=1e-3, metadata={"help": "Learning rate of the head while probing."})
     probe: bool = field(default=False, metadata={
         "help": "Stop after the probe: the encoder stays as pre-trained, only the linear head learns "
@@ -230,10 +230,11 @@ def training_crop(args: FinetuningArguments, config) -> int:
 
 def train_one(args, accelerator, data, info: LabelInfo, hyper, leader: dict,
               feature_extractor: MusiCoderFeatureExtractor | None = None) -> dict:
-    """Train with one hyper-parameter setting: the probe (`fit_head`, unless `probe_epochs` is 0), then the whole model
-    for `num_epochs` epochs on random crops. Whenever an epoch (the probe is epoch 0) beats `leader["score"]` (the best validation score of
-    all runs so far), the model is saved to `output_dir/best` with `feature_extractor` (the one that produced `data`;
-    default `MusiCoderFeatureExtractor()`): only one model is ever kept on disk."""
+    """Train with one hyper-parameter setting: the probe (`fit_head`, unless `probe_epochs` is 0), then the whole
+    model for `num_epochs` epochs on random crops. Whenever an epoch (the probe is epoch 0) beats `leader["score"]`
+    (the best validation score of all runs so far), the model is saved to `output_dir/best` with
+    `feature_extractor` (the one that produced `data`; default `MusiCoderFeatureExtractor()`): only one model is
+    ever kept on disk."""
     label_column, problem_type, names = info.label_column, info.problem_type, info.names
     multi_label = problem_type == "multi_label_classification"
     metric = args.metric_for_best_model or ("pr_auc_macro" if multi_label else "accuracy")
@@ -294,10 +295,12 @@ def train_one(args, accelerator, data, info: LabelInfo, hyper, leader: dict,
     return {"hyperparameters": hyper, "metric": metric, "best": best, "history": history}
 
 
-def fit_head(args, model, data, info: LabelInfo, batch_size: int, epochs: int, metric: str) -> list[dict]:
+def fit_head(args, model, data, info: LabelInfo, batch_size: int, epochs: int,
+             metric: str) -> tuple[list[dict], dict | None]:
     """The linear probe: fit `model.classifier` on the frozen encoder's pooled embeddings of whole clips (computed
     once, windowed like the pipeline, with `config.classifier_pooling`), with dropout, for `epochs` epochs at
-    `args.head_learning_rate`; the classifier is left at its best epoch on validation. Returns one record per epoch.
+    `args.head_learning_rate`; the classifier is left at its best epoch on validation. Returns one record per epoch
+    and the best epoch's validation scores (None if no score was finite).
     Every process fits the same head (same data, same seed), so it needs no synchronisation."""
     if model.config.use_weighted_layer_sum:
         raise ValueError("The probe fits the head on the last layer's pooled frames: drop --use_weighted_layer_sum, "
@@ -316,7 +319,7 @@ def fit_head(args, model, data, info: LabelInfo, batch_size: int, epochs: int, m
     optimizer = torch.optim.Adam(model.classifier.parameters(), lr=args.head_learning_rate, betas=(0.9, 0.999),
                                  eps=1e-6, weight_decay=args.weight_decay)
     generator = torch.Generator().manual_seed(args.seed)
-    history, best_score, best_state = [], float("-inf"), None
+    history, best, best_state = [], None, None
     for epoch in range(epochs):
         model.dropout.train()
         losses = []
@@ -334,12 +337,12 @@ def fit_head(args, model, data, info: LabelInfo, batch_size: int, epochs: int, m
                               info.problem_type, args.group_column)
         history.append({"stage": "probe", "epoch": epoch + 1, "train_loss": float(np.mean(losses)),
                         **{f"validation_{k}": v for k, v in scores.items()}})
-        if scores[metric] > best_score:  # a NaN score never wins
-            best_score = scores[metric]
+        if scores[metric] > (best[metric] if best else float("-inf")):  # a NaN score never wins
+            best = scores
             best_state = {k: v.detach().clone() for k, v in model.classifier.state_dict().items()}
     if best_state is not None:
         model.classifier.load_state_dict(best_state)
-    return history
+    return history, best
 
 
 def probe_then_record(args, accelerator, model, data, info: LabelInfo, hyper, metric: str, history: list,
@@ -347,13 +350,11 @@ def probe_then_record(args, accelerator, model, data, info: LabelInfo, hyper, me
     """Run `fit_head` for `args.probe_epochs` epochs and record its best epoch as the run's epoch 0 (saved to
     `output_dir/best` if it leads). Returns the run's best so far."""
     set_seed(args.seed)
-    probe_history = fit_head(args, model, data, info, hyper["per_device_train_batch_size"], args.probe_epochs, metric)
+    probe_history, validation = fit_head(args, model, data, info, hyper["per_device_train_batch_size"],
+                                         args.probe_epochs, metric)
     history.extend(probe_history)
-    chosen = max((r for r in probe_history if r[f"validation_{metric}"] == r[f"validation_{metric}"]),
-                 key=lambda r: r[f"validation_{metric}"], default=None)
-    if chosen is None:
+    if validation is None:
         return None
-    validation = {k.removeprefix("validation_"): v for k, v in chosen.items() if k.startswith("validation_")}
     return consider(args, accelerator, model, 0, validation, metric, None, leader, feature_extractor)
 
 

@@ -459,7 +459,8 @@ def _load_dataset(path: str):
 def pretraining_arguments(variant: str, corpus_dirs: dict, output_dir: Path, scale: ExperimentScale, seed: int):
     cfm, ccm, normalization = PRETRAINING_VARIANTS[variant]
     return PretrainingArguments(
-        data_dir=str(corpus_dirs[normalization]), output_dir=str(output_dir / f"pretrain_{variant}"), preset="musicoder-base",
+        data_dir=str(corpus_dirs[normalization]), output_dir=str(output_dir / f"pretrain_{variant}"),
+        preset="musicoder-base",
         # attention-probability dropout off: on CPU it costs more than the matmuls of a model this small
         config_overrides=scale.model_overrides() + ",attention_probs_dropout_prob=0.0",
         cfm=cfm, ccm=ccm, per_device_train_batch_size=scale.pretrain_batch_size, max_steps=scale.pretrain_steps,
@@ -893,9 +894,10 @@ def run_experiments(data: dict, output_dir: str | os.PathLike, scale: Experiment
                     workers: int = 1) -> dict:
     """Pre-train every variant of `PRETRAINING_VARIANTS` on `data["corpus"]` and evaluate every row on `data["folk"]`
     (cross-validation) and `data["instruments"]` (held-out split). `data` holds featurised DatasetDicts of
-    un-normalised frames; each encoder gets them normalised as in its pre-training. Pre-trainings, fine-tunings and probes run in `workers` processes of one thread each (results do
-    not depend on `workers`) and are cached under `output_dir`, so an interrupted run resumes. Returns the results
-    dict, also written to `output_dir/results.json`. `tasks` selects a subset (the table needs both)."""
+    un-normalised frames; each encoder gets them normalised as in its pre-training. Pre-trainings, fine-tunings and
+    probes run in `workers` processes of one thread each (results do not depend on `workers`) and are cached under
+    `output_dir`, so an interrupted run resumes. Returns the results dict, also written to
+    `output_dir/results.json`. `tasks` selects a subset (the table needs both)."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     stage_seconds = dict(stage_seconds or {})
