@@ -132,11 +132,15 @@ def pooled_hidden_states(
     spans = [chunk_spans(len(clip), window_frames, hop_frames) for clip in clips]
     pools = [_WindowPooling(s, config.num_hidden_layers + 1, config.hidden_size, pooling) for s in spans]
     jobs = [(index, first, stop) for index, clip_spans in enumerate(spans) for first, stop in clip_spans]
-    device = encoder.device
+    device, dtype = encoder.device, encoder.dtype
     for first_job in range(0, len(jobs), batch_size):
         batch = jobs[first_job : first_job + batch_size]
         inputs = pad_frames([clips[index][first:stop] for index, first, stop in batch])
-        outputs = encoder(**{key: value.to(device) for key, value in inputs.items()}, output_hidden_states=True)
+        outputs = encoder(
+            inputs["input_features"].to(device, dtype),
+            attention_mask=inputs["attention_mask"].to(device),
+            output_hidden_states=True,
+        )
         hidden = torch.stack(outputs.hidden_states, dim=1).float().cpu()
         for row, (index, first, stop) in enumerate(batch):
             pools[index].add(first, stop, hidden[row])
@@ -174,9 +178,23 @@ class MusiCoderEmbedder:
         self.batch_size = batch_size
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "MusiCoderEmbedder":
-        """Load the encoder and feature extractor of a checkpoint; `kwargs` go to the constructor."""
-        model = AutoModel.from_pretrained(pretrained_model_name_or_path)
+    def from_pretrained(
+        cls, pretrained_model_name_or_path, dtype: torch.dtype | str | None = None, device=None, **kwargs
+    ) -> "MusiCoderEmbedder":
+        """
+        Load the encoder and feature extractor of a checkpoint.
+
+        Args:
+            dtype (`torch.dtype` or `str`, *optional*): the encoder's dtype, e.g. `torch.bfloat16` (about twice as
+                fast on CPUs with bf16 instructions and on GPUs; embeddings are returned in float32 either way).
+                Default: float32.
+            device (*optional*): where the encoder runs, e.g. `"cuda"`. Features are computed where the feature
+                extractor says (its `device`).
+            kwargs: the constructor's (`window_frames`, `hop_frames`, `batch_size`).
+        """
+        model = AutoModel.from_pretrained(pretrained_model_name_or_path, **({} if dtype is None else {"dtype": dtype}))
+        if device is not None:
+            model = model.to(device)
         feature_extractor = AutoFeatureExtractor.from_pretrained(pretrained_model_name_or_path)
         return cls(model, feature_extractor, **kwargs)
 

@@ -1,22 +1,14 @@
-"""`torch.export` of the encoder and the classifier: batch and frames dynamic (frames bounded by the model's window),
-and the exported graph computes what eager mode computes, padding included."""
+"""`torch.export` of the encoder and the classifier (`musicoder_hf.export.export_program`): batch and frames dynamic
+(frames bounded by the model's window), and the exported graph computes what eager mode computes, padding included."""
 
 import pytest
 import torch
 
 from musicoder_hf import MusiCoderConfig, MusiCoderForSequenceClassification, MusiCoderModel
+from musicoder_hf.export import export_program
 
 CONFIG = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, num_labels=3,
               max_position_embeddings=120)
-
-
-def export(model, config):
-    batch = torch.export.Dim("batch", min=1, max=64)
-    frames = torch.export.Dim("frames", min=2, max=config.max_position_embeddings)
-    example = {"input_features": torch.randn(2, 50, config.feature_size),
-               "attention_mask": torch.ones(2, 50, dtype=torch.long)}
-    return torch.export.export(model, (), example, dynamic_shapes={"input_features": {0: batch, 1: frames},
-                                                                   "attention_mask": {0: batch, 1: frames}})
 
 
 @pytest.mark.parametrize("model_class", [MusiCoderModel, MusiCoderForSequenceClassification])
@@ -25,10 +17,10 @@ def test_exported_graph_matches_eager_for_other_batch_and_frame_counts(model_cla
     torch.manual_seed(0)
     config = MusiCoderConfig(**CONFIG, classifier_pooling=classifier_pooling)
     model = model_class(config).eval()
-    exported = export(model, config).module()
+    exported = export_program(model).module()
     for batch_size, num_frames in ((3, 70), (1, 120), (5, 9)):
         features = torch.randn(batch_size, num_frames, config.feature_size)
-        mask = torch.ones(batch_size, num_frames, dtype=torch.long)
+        mask = torch.ones(batch_size, num_frames, dtype=torch.int32)  # as the feature extractor returns it
         mask[-1, num_frames // 2:] = 0  # a padded clip: padding must not leak into attention or pooling
         with torch.no_grad():
             expected = model(input_features=features, attention_mask=mask)

@@ -79,7 +79,7 @@ def band_music(seconds=6.0, seed=0, sr=SR, silent_gap=None):
 
 @pytest.fixture(scope="module")
 def librosa_fe():
-    return MusiCoderFeatureExtractor()
+    return MusiCoderFeatureExtractor(backend="librosa")
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +129,7 @@ def test_two_frame_clips_match_librosa(music):
     # hop_length == n_fft gives 2 frames for a clip of one window: librosa's delta falls back to edge padding
     params = {"n_fft": 2048, "hop_length": 2048}
     clip = music[:3000]
-    ref = MusiCoderFeatureExtractor(**params)._extract_frames(clip)
+    ref = MusiCoderFeatureExtractor(**params, backend="librosa")._extract_frames(clip)
     got = MusiCoderFeatureExtractor(**params, backend="torch")._extract_frames(clip)
     assert got.shape == ref.shape == (2, 324)
     assert_blocks_close(MusiCoderFeatureExtractor().feature_layout, ref, got, RAW_TOLERANCE)
@@ -170,7 +170,7 @@ def test_non_default_configuration_matches_librosa():
     # 22.05 kHz, n_fft 1024, 40 mels, 13 MFCCs, 12 x 7 CQT bins: another early-downsampling count and octave plan
     params = reference_tests.MusiCoderFeatureExtractionTester(None).prepare_feat_extract_dict()
     librosa_fe = MusiCoderFeatureExtractor(**params)
-    torch_fe = MusiCoderFeatureExtractor(**params, backend="torch")
+    torch_fe = MusiCoderFeatureExtractor(**{**params, "backend": "torch"})
     y = band_music(seconds=4.0, sr=22050, seed=3)
     ref, got = librosa_fe._extract_frames(y), torch_fe._extract_frames(y)
     assert_blocks_close(librosa_fe.feature_layout, ref, got, RAW_TOLERANCE)
@@ -264,7 +264,7 @@ def test_padding_and_truncation_as_librosa(librosa_fe, torch_fe, music, kwargs):
 
 def test_left_padding_as_librosa(music):
     clips = [music[: 3 * SR // 2], music]
-    ref = MusiCoderFeatureExtractor(padding_side="left")(clips, sampling_rate=SR, return_tensors="np")
+    ref = MusiCoderFeatureExtractor(padding_side="left", backend="librosa")(clips, sampling_rate=SR, return_tensors="np")
     got = MusiCoderFeatureExtractor(padding_side="left", backend="torch")(clips, sampling_rate=SR, return_tensors="np")
     np.testing.assert_array_equal(got["attention_mask"], ref["attention_mask"])
     assert (got["input_features"][ref["attention_mask"] == 0] == 0.0).all()
@@ -282,7 +282,7 @@ def test_backend_and_device_are_saved_and_loaded(tmp_path):
         assert loaded.backend == "torch" and loaded.device == "cuda:0"
         assert loaded.to_dict() == original.to_dict()
     default = MusiCoderFeatureExtractor().to_dict()
-    assert default["backend"] == "librosa" and default["device"] == "cpu"
+    assert default["backend"] == "torch" and default["device"] == "cpu"
 
 
 def test_invalid_backend_and_device_raise():
@@ -345,8 +345,8 @@ def audio_folder(tmp_path_factory):
 def test_featurize_dataset_with_the_torch_backend(audio_folder, librosa_fe, torch_fe):
     root, clips = audio_folder
     dataset = load_dataset("audiofolder", data_dir=str(root))
-    by_torch = featurize_dataset(dataset, backend="torch")["train"].with_format("numpy")
-    by_librosa = featurize_dataset(dataset)["train"].with_format("numpy")  # the default stays the reference
+    by_torch = featurize_dataset(dataset)["train"].with_format("numpy")  # the default backend
+    by_librosa = featurize_dataset(dataset, backend="librosa")["train"].with_format("numpy")
     assert set(by_torch.column_names) == {"clip", "input_features", "num_frames"}
     for row, reference in zip(by_torch, by_librosa):
         y = clips[row["clip"]]
@@ -389,7 +389,7 @@ def test_featurize_once_reuses_until_the_data_or_settings_change(audio_folder, t
 def test_featurize_dataset_argument_errors(audio_folder):
     dataset = load_dataset("audiofolder", data_dir=str(audio_folder[0]))
     with pytest.raises(ValueError, match="configure that one instead"):
-        featurize_dataset(dataset, feature_extractor=MusiCoderFeatureExtractor(), backend="torch")
+        featurize_dataset(dataset, feature_extractor=MusiCoderFeatureExtractor(), backend="librosa")
     with pytest.raises(ValueError, match="num_proc=2 with CUDA"):
         featurize_dataset(dataset, backend="torch", device="cuda", num_proc=2)
 

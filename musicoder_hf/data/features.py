@@ -42,14 +42,14 @@ def featurize_dataset(
     audio folder works. `map` caches the result in Arrow; call `save_to_disk` to keep it next to your data.
 
     Each `map` batch of `batch_size` clips (default: 64 with the torch backend on CUDA, 8 otherwise) is one call of
-    the extractor, so the torch backend featurises it as padded batches. `backend` ("librosa", the default, or
-    "torch") and `device` (torch backend: "cpu" or "cuda") configure the default extractor; to change those of a
+    the extractor, so the torch backend featurises it as padded batches. `backend` ("torch", the default, or
+    "librosa") and `device` (torch backend: "cpu" or "cuda") configure the default extractor; to change those of a
     given `feature_extractor`, configure it instead. With `num_proc` > 1 each worker process uses one torch thread
     and one BLAS thread (the workers already share the cores, see `single_threaded`); CUDA extraction runs in one
     process (`num_proc` None or 1).
     """
     if feature_extractor is None:
-        feature_extractor = MusiCoderFeatureExtractor(backend=backend or "librosa", device=device or "cpu")
+        feature_extractor = MusiCoderFeatureExtractor(backend=backend or "torch", device=device or "cpu")
     elif (backend is not None and backend != feature_extractor.backend) or (
         device is not None and device != feature_extractor.device
     ):
@@ -264,7 +264,7 @@ class FeaturizeArguments:
     output_dir: str = field(metadata={"help": "where to save_to_disk the featurised DatasetDict"})
     num_proc: int | None = field(default=None, metadata={"help": "processes for Dataset.map"})
     backend: Literal["librosa", "torch"] = field(
-        default="librosa", metadata={"help": "feature backend: the librosa reference or the batched torch implementation"}
+        default="torch", metadata={"help": "feature backend: the batched torch implementation or the librosa reference"}
     )
     device: str = field(default="cpu", metadata={"help": 'torch backend: "cpu" or "cuda"'})
     batch_size: int | None = field(default=None, metadata={"help": "clips per extractor call (map batch)"})
@@ -298,7 +298,7 @@ class StatisticsArguments:
     output_dir: str = field(metadata={"help": "where the feature extractor (preprocessor_config.json) is saved"})
     split: str = field(default="train", metadata={"help": "the split whose frames give the statistics"})
     num_proc: int | None = field(default=None, metadata={"help": "processes for the feature extraction"})
-    backend: Literal["librosa", "torch"] = field(default="librosa", metadata={"help": "feature backend"})
+    backend: Literal["librosa", "torch"] = field(default="torch", metadata={"help": "feature backend"})
 
 
 def statistics_main(argv=None) -> int:

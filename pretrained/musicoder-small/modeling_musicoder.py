@@ -546,15 +546,19 @@ STD_POOLING_VARIANCE_FLOOR = 1e-10
 def masked_pool(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, pooling: str = "mean") -> torch.Tensor:
     """
     Pool `(batch, frames, hidden)` over the valid frames: `"mean"` gives `(batch, hidden)`; `"mean_std"` (statistics
-    pooling) gives `(batch, 2 * hidden)`, the mean then the (population) standard deviation over time.
+    pooling) gives `(batch, 2 * hidden)`, the mean then the (population) standard deviation over time. The statistics
+    are computed in float32 whatever the model's dtype (in bfloat16 a frame count such as 1291 is not even exact), and
+    returned in the hidden states' dtype.
     """
+    if pooling not in ("mean", "mean_std"):
+        raise ValueError(f"pooling must be 'mean' or 'mean_std', got {pooling!r}.")
+    dtype = hidden_states.dtype
+    hidden_states = hidden_states.float()
     mean = masked_mean(hidden_states, attention_mask)
     if pooling == "mean":
-        return mean
-    if pooling != "mean_std":
-        raise ValueError(f"pooling must be 'mean' or 'mean_std', got {pooling!r}.")
+        return mean.to(dtype)
     squares = masked_mean((hidden_states - mean.unsqueeze(1)).square(), attention_mask)
-    return torch.cat([mean, squares.clamp(min=STD_POOLING_VARIANCE_FLOOR).sqrt()], dim=-1)
+    return torch.cat([mean, squares.clamp(min=STD_POOLING_VARIANCE_FLOOR).sqrt()], dim=-1).to(dtype)
 
 
 class MusiCoderForSequenceClassification(MusiCoderPreTrainedModel):
