@@ -19,6 +19,7 @@ the feature extractor guarantees: the graph cannot raise on data the way eager m
 """
 
 import copy
+import importlib.util
 import json
 import sys
 from dataclasses import dataclass, field
@@ -116,8 +117,15 @@ def export_program(model: nn.Module, example: dict | None = None) -> torch.expor
     return torch.export.export(model, (), example, dynamic_shapes=dynamic_shapes(config))
 
 
+def _require(*modules: str) -> None:
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ImportError(f"ONNX export needs {', '.join(missing)}: pip install \"musicoder-hf[onnx]\".")
+
+
 def onnx_session(path: str | Path, num_threads: int | None = None):
     """An ONNX Runtime CPU session of an exported model (`num_threads`: intra-op threads, default ONNX Runtime's)."""
+    _require("onnxruntime")
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -159,6 +167,7 @@ def export_onnx(
         The path written. Its metadata holds `model_type`, `max_position_embeddings` and `config` (the JSON config).
     """
     config = _check_exportable(model)
+    _require("onnx", "onnxscript", *(["onnxruntime"] if verify else []))
     parameter = next(model.parameters())
     if parameter.dtype != torch.float32 or parameter.device.type != "cpu":
         model = copy.deepcopy(model).float().cpu()  # the caller's model stays where and as it is

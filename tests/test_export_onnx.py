@@ -100,3 +100,13 @@ def test_export_command_writes_a_runnable_onnx_folder_and_a_torch_program(tmp_pa
 
     assert export_main(["--model_name_or_path", str(tmp_path / "missing"), "--output_dir", str(tmp_path / "x")]) == 1
     assert "musicoder-export:" in capsys.readouterr().err
+
+
+def test_a_missing_onnx_package_is_named_with_the_extra(monkeypatch, tmp_path):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else find_spec(name, *a))
+    model = MusiCoderModel(MusiCoderConfig(**CONFIG)).eval()
+    with pytest.raises(ImportError, match=r"onnxscript: pip install \"musicoder-hf\[onnx\]\""):
+        export_onnx(model, tmp_path / "model.onnx")
