@@ -1,10 +1,10 @@
 """Inference speed of a Base-size MusiCoder classifier through the audio-classification pipeline, on a real 30 s file
 and a 10-minute file: float32, bfloat16, torch.compile and ONNX Runtime, with peak memory.
 
-    python benchmarks/inference.py                                   # a folk clip of data/tasks if built, else synthetic
+    python benchmarks/inference.py                  # a folk clip of data/tasks if built, else synthetic
     python benchmarks/inference.py --audio track.flac --rounds 5
     python benchmarks/inference.py --modes fp32,bf16 --preset musicoder-small
-    python benchmarks/inference.py --device cuda                     # on a GPU (ONNX Runtime row: CPU only)
+    python benchmarks/inference.py --device cuda --modes fp32,bf16,compiled   # on a GPU
 
 Every mode runs in its own fresh process (its peak memory is its own), the modes alternating over `--rounds` rounds;
 each round times `--repeats` calls on the 30 s file after a warm-up call (its fastest call counts) and one call on
@@ -109,7 +109,8 @@ def prepare(args, folder: Path) -> dict:
 def forward_flops(config, frames: int) -> float:
     """Multiply-adds x 2 of one forward pass: the encoder's linear layers and the attention products."""
     hidden, layers = config.hidden_size, config.num_hidden_layers
-    linear = 2 * frames * (config.feature_size * hidden + layers * (4 * hidden**2 + 2 * hidden * config.intermediate_size))
+    per_layer = 4 * hidden**2 + 2 * hidden * config.intermediate_size
+    linear = 2 * frames * (config.feature_size * hidden + layers * per_layer)
     attention = layers * 2 * 2 * frames**2 * hidden
     return linear + attention
 
@@ -152,7 +153,8 @@ class OnnxClassifier:
                                     hop_frames):
             inputs = self.extractor(waveform[window.start : window.stop], sampling_rate=self.extractor.sampling_rate,
                                     return_tensors="np")
-            logits.append(self.session.run(None, {key: inputs[key] for key in ("input_features", "attention_mask")})[0])
+            feed = {key: inputs[key] for key in ("input_features", "attention_mask")}
+            logits.append(self.session.run(None, feed)[0])
         mean = np.mean(logits, axis=0)[0]
         return np.exp(mean - mean.max()) / np.exp(mean - mean.max()).sum()
 
@@ -252,8 +254,8 @@ def main() -> None:
                      "cuda_peak_mib": best["cuda_peak_mib"]})
     minutes = setup["long_seconds"] / 60
     print(f"\n| mode | s per 30 s file | x real time | speed-up vs {rows[0]['mode'] if rows else '-'} | "
-          f"x real time, {minutes:.0f} min file | first call (s) | peak RSS after 30 s / {MEDIUM_MINUTES:.0f} min / "
-          f"{minutes:.0f} min (MiB) |")
+          f"x real time, {minutes:g} min file | first call (s) | peak RSS after 30 s / {MEDIUM_MINUTES:g} min / "
+          f"{minutes:g} min (MiB) |")
     print("|---|---|---|---|---|---|---|")
     for row in rows:
         print(f"| {row['mode']} | {row['seconds_per_30s']:.3f} | {row['x_real_time']:.0f} | {row['speed_up']:.2f}x | "

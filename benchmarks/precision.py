@@ -73,7 +73,8 @@ def main() -> None:
             for path in clips_of(audio_dir, args.num_clips):
                 waveform = load_audio(str(path), extractor.sampling_rate)
                 row = {"folder": audio_dir, "clip": path.name, "seconds": len(waveform) / extractor.sampling_rate}
-                pooled = {name: embedder(waveform, pooling="mean_std").embeddings for name, embedder in embedders.items()}
+                pooled = {name: embedder(waveform, pooling="mean_std").embeddings
+                          for name, embedder in embedders.items()}
                 row["embedding_cosine"] = cosine(pooled["bf16"], pooled["fp32"]).tolist()  # per layer
                 row["embedding_relative_error"] = (
                     (pooled["bf16"] - pooled["fp32"]).norm(dim=-1) / pooled["fp32"].norm(dim=-1)).tolist()
@@ -82,7 +83,8 @@ def main() -> None:
                               for name, classify in classifiers.items()}
                     row["same_top1"] = max(scores["fp32"], key=scores["fp32"].get) == max(scores["bf16"],
                                                                                           key=scores["bf16"].get)
-                    row["max_probability_change"] = max(abs(scores["bf16"][k] - scores["fp32"][k]) for k in scores["fp32"])
+                    row["max_probability_change"] = max(abs(scores["bf16"][label] - scores["fp32"][label])
+                                                        for label in scores["fp32"])
                 window_frames, hop_frames = resolve_window(None, None, config.max_position_embeddings)
                 onnx_error = 0.0
                 for window in frame_windows(len(waveform), extractor.hop_length, extractor.n_fft, window_frames,

@@ -12,8 +12,8 @@ or, for a saved checkpoint, from the command line (ONNX needs `pip install "musi
 The graph is the model only. Feature extraction stays outside it (`MusiCoderFeatureExtractor`, in PyTorch), and so does
 the windowing of audio longer than the model's window (`musicoder_hf.audio.frame_windows`, as the pipeline does).
 Inputs: `input_features` `(batch, frames, feature_size)` float32 and `attention_mask` `(batch, frames)` int32 (what the
-feature extractor returns), both dynamic in batch and frames. Frames run from 2 to `config.max_position_embeddings`: `torch.export` records that range
-and refuses other shapes; an ONNX runtime fails on the position-table addition above it (the command writes the limit
+feature extractor returns), both dynamic in batch and frames. Frames run from 2 to `config.max_position_embeddings`:
+`torch.export` records that range and refuses other shapes; an ONNX runtime fails on the position-table addition above it (the command writes the limit
 into the model's metadata as `max_position_embeddings`). Every attention-mask row needs at least one valid frame, as
 the feature extractor guarantees: the graph cannot raise on data the way eager mode does.
 """

@@ -50,6 +50,8 @@ class MusiCoderFrameEmbeddings(nn.Module):
 
     def forward(self, input_features: torch.Tensor) -> torch.Tensor:
         num_frames = input_features.shape[1]
+        # The feature extractor's float32 frames feed a model loaded with `dtype=torch.bfloat16` as they are.
+        input_features = input_features.to(self.frame_projection.weight.dtype)
         embeddings = self.frame_projection(input_features) + self.position_table[:num_frames]
         return self.dropout(self.layer_norm(embeddings))
 
@@ -543,7 +545,9 @@ def masked_mean(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None
 STD_POOLING_VARIANCE_FLOOR = 1e-10
 
 
-def masked_pool(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, pooling: str = "mean") -> torch.Tensor:
+def masked_pool(
+    hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, pooling: str = "mean"
+) -> torch.Tensor:
     """
     Pool `(batch, frames, hidden)` over the valid frames: `"mean"` gives `(batch, hidden)`; `"mean_std"` (statistics
     pooling) gives `(batch, 2 * hidden)`, the mean then the (population) standard deviation over time. The statistics

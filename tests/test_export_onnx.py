@@ -81,7 +81,8 @@ def test_export_command_writes_a_runnable_onnx_folder_and_a_torch_program(tmp_pa
     model.save_pretrained(tmp_path / "checkpoint")
     MusiCoderFeatureExtractor().save_pretrained(tmp_path / "checkpoint")
 
-    assert export_main(["--model_name_or_path", str(tmp_path / "checkpoint"), "--output_dir", str(tmp_path / "onnx")]) == 0
+    checkpoint = str(tmp_path / "checkpoint")
+    assert export_main(["--model_name_or_path", checkpoint, "--output_dir", str(tmp_path / "onnx")]) == 0
     assert '"outputs": ["logits"]' in capsys.readouterr().out
     assert {"model.onnx", "config.json", "preprocessor_config.json"} <= {p.name for p in (tmp_path / "onnx").iterdir()}
     # Features outside the graph: the saved extractor, then ONNX Runtime, as a user serves it.
@@ -106,7 +107,8 @@ def test_a_missing_onnx_package_is_named_with_the_extra(monkeypatch, tmp_path):
     import importlib.util
 
     find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else find_spec(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "onnxscript" else find_spec(name, *args))
     model = MusiCoderModel(MusiCoderConfig(**CONFIG)).eval()
     with pytest.raises(ImportError, match=r"onnxscript: pip install \"musicoder-hf\[onnx\]\""):
         export_onnx(model, tmp_path / "model.onnx")

@@ -37,6 +37,9 @@ def test_from_pretrained_dtype_runs_the_classifier_in_bfloat16(checkpoint):
         got = bf16(input_features=inputs["input_features"].bfloat16(), attention_mask=inputs["attention_mask"]).logits
     assert got.dtype == torch.bfloat16
     torch.testing.assert_close(got.float(), expected, atol=0.05 * expected.abs().max().item(), rtol=0)
+    # The extractor's float32 output feeds the bfloat16 model as it is, as in float32.
+    with torch.no_grad():
+        torch.testing.assert_close(bf16(**inputs).logits, got)
 
 
 def test_pipeline_dtype_classifies_in_bfloat16_like_float32(checkpoint):
