@@ -51,10 +51,10 @@ def main() -> None:
 
     from musicoder_hf import MusiCoderEmbedder
     from musicoder_hf.audio import frame_windows, load_audio, resolve_window
-    from musicoder_hf.export import GraphOutputs, export_onnx, onnx_session
+    from musicoder_hf.export import GraphOutputs, export_onnx, is_classifier_checkpoint, onnx_session
 
     config = AutoConfig.from_pretrained(args.model)
-    is_classifier = any("SequenceClassification" in name for name in (config.architectures or []))
+    is_classifier = is_classifier_checkpoint(config)
     embedders = {"fp32": MusiCoderEmbedder.from_pretrained(args.model),
                  "bf16": MusiCoderEmbedder.from_pretrained(args.model, dtype=torch.bfloat16)}
     extractor = embedders["fp32"].feature_extractor

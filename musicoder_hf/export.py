@@ -13,9 +13,10 @@ The graph is the model only. Feature extraction stays outside it (`MusiCoderFeat
 the windowing of audio longer than the model's window (`musicoder_hf.audio.frame_windows`, as the pipeline does).
 Inputs: `input_features` `(batch, frames, feature_size)` float32 and `attention_mask` `(batch, frames)` int32 (what the
 feature extractor returns), both dynamic in batch and frames. Frames run from 2 to `config.max_position_embeddings`:
-`torch.export` records that range and refuses other shapes; an ONNX runtime fails on the position-table addition above it (the command writes the limit
-into the model's metadata as `max_position_embeddings`). Every attention-mask row needs at least one valid frame, as
-the feature extractor guarantees: the graph cannot raise on data the way eager mode does.
+`torch.export` records that range and refuses other shapes; an ONNX runtime fails on the position-table addition above
+it (`export_onnx` writes the limit into the model's metadata as `max_position_embeddings`). Every attention-mask row
+needs at least one valid frame, as the feature extractor guarantees: the graph cannot raise on data the way eager mode
+does.
 """
 
 import copy
@@ -83,6 +84,11 @@ class GraphOutputs(nn.Module):
         if self.output_hidden_states:
             return main, torch.stack(outputs.hidden_states, dim=1)
         return main
+
+
+def is_classifier_checkpoint(config) -> bool:
+    """Whether a saved configuration is a sequence classifier's (its `architectures`), not an encoder's."""
+    return any("SequenceClassification" in name for name in (config.architectures or []))
 
 
 def _check_exportable(model: nn.Module) -> MusiCoderConfig:
@@ -219,8 +225,8 @@ def main(argv=None) -> int:
     ), argv)
     try:
         config = MusiCoderConfig.from_pretrained(args.model_name_or_path)
-        is_classifier = any("SequenceClassification" in name for name in (config.architectures or []))
-        loader = AutoModelForAudioClassification if is_classifier and not args.encoder_only else AutoModel
+        classifier = is_classifier_checkpoint(config) and not args.encoder_only
+        loader = AutoModelForAudioClassification if classifier else AutoModel
         model = loader.from_pretrained(args.model_name_or_path).eval()
         output_dir = Path(args.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -240,7 +246,10 @@ def main(argv=None) -> int:
     return 0
 
 
-__all__ = ["GraphOutputs", "example_inputs", "export_onnx", "export_program", "max_onnx_difference", "onnx_session"]
+__all__ = [
+    "GraphOutputs", "example_inputs", "export_onnx", "export_program", "is_classifier_checkpoint",
+    "max_onnx_difference", "onnx_session",
+]
 
 
 if __name__ == "__main__":
