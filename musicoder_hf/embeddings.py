@@ -104,6 +104,7 @@ def pooled_hidden_states(
     window_frames: int | None = None,
     hop_frames: int | None = None,
     batch_size: int = 8,
+    layer_weights: torch.Tensor | None = None,
 ) -> np.ndarray:
     """
     Every hidden state of an encoder, pooled over time, for clips that are already featurised.
@@ -119,18 +120,29 @@ def pooled_hidden_states(
         window_frames, hop_frames (`int`, *optional*): window and hop in frames (default: the model's window, half
             a window).
         batch_size (`int`, *optional*, defaults to 8): windows per forward pass.
+        layer_weights (`torch.Tensor` of shape `(num_hidden_layers + 1,)`, *optional*): combine the hidden states
+            frame by frame with these weights before pooling, as `MusiCoderForSequenceClassification` does with
+            `use_weighted_layer_sum` (pass the softmax of its `layer_weights`); the one result is at index 0.
 
     Returns:
         `np.ndarray` of shape `(num_clips, num_hidden_layers + 1, hidden_size)` (float32; `2 * hidden_size` with
-        `"mean_std"`); index 0 of the second axis is the input embedding.
+        `"mean_std"`; `(num_clips, 1, ...)` with `layer_weights`); index 0 of the second axis is the input embedding.
     """
     if pooling not in POOLING_MODES:
         raise ValueError(f"pooling must be one of {POOLING_MODES}, got {pooling!r}.")
     config = encoder.config
     window_frames, hop_frames = resolve_window(window_frames, hop_frames, config.max_position_embeddings)
     clips = [torch.as_tensor(np.asarray(clip), dtype=torch.float32) for clip in clips]
+    num_layers = config.num_hidden_layers + 1
+    if layer_weights is not None:
+        layer_weights = torch.as_tensor(layer_weights, dtype=torch.float32).detach().cpu()
+        if layer_weights.shape != (num_layers,):
+            raise ValueError(f"layer_weights must have one weight per hidden state ({num_layers}: the input embedding "
+                             f"and {config.num_hidden_layers} layers), got shape {tuple(layer_weights.shape)}.")
+        layer_weights = layer_weights.view(1, -1, 1, 1)
     spans = [chunk_spans(len(clip), window_frames, hop_frames) for clip in clips]
-    pools = [_WindowPooling(s, config.num_hidden_layers + 1, config.hidden_size, pooling) for s in spans]
+    pools = [_WindowPooling(s, 1 if layer_weights is not None else num_layers, config.hidden_size, pooling)
+             for s in spans]
     jobs = [(index, first, stop) for index, clip_spans in enumerate(spans) for first, stop in clip_spans]
     device, dtype = encoder.device, encoder.dtype
     for first_job in range(0, len(jobs), batch_size):
@@ -142,6 +154,8 @@ def pooled_hidden_states(
             output_hidden_states=True,
         )
         hidden = torch.stack(outputs.hidden_states, dim=1).float().cpu()
+        if layer_weights is not None:
+            hidden = (hidden * layer_weights).sum(dim=1, keepdim=True)
         for row, (index, first, stop) in enumerate(batch):
             pools[index].add(first, stop, hidden[row])
     return torch.stack([pool.result() for pool in pools]).numpy()

@@ -92,7 +92,9 @@ class FinetuningArguments:
     probe: bool = field(default=False, metadata={
         "help": "Stop after the probe: the encoder stays as pre-trained, only the linear head learns "
         "(`probe_epochs` epochs, seconds in all)."})
-    use_weighted_layer_sum: bool = False
+    use_weighted_layer_sum: bool | None = field(default=None, metadata={
+        "help": "The head reads a learned weighted sum of every layer (input embedding included) instead of the last "
+        "layer alone (true or false); default: the checkpoint's (config.use_weighted_layer_sum)."})
     classifier_pooling: str | None = field(default=None, metadata={
         "help": "Pooling of the head over time: mean, or mean_std (mean and standard deviation); default: the "
         "checkpoint's (config.classifier_pooling)."})
@@ -193,7 +195,7 @@ def build_model(args: FinetuningArguments, names: list[str], problem_type: str, 
         hidden_dropout_prob=dropout,
         attention_probs_dropout_prob=dropout if args.attention_dropout is None else args.attention_dropout,
         classifier_dropout=dropout,
-        use_weighted_layer_sum=args.use_weighted_layer_sum,
+        **({"use_weighted_layer_sum": args.use_weighted_layer_sum} if args.use_weighted_layer_sum is not None else {}),
         **({"classifier_pooling": args.classifier_pooling} if args.classifier_pooling else {}),
         **labels,
     )
@@ -298,19 +300,21 @@ def train_one(args, accelerator, data, info: LabelInfo, hyper, leader: dict,
 def fit_head(args, model, data, info: LabelInfo, batch_size: int, epochs: int,
              metric: str) -> tuple[list[dict], dict | None]:
     """The linear probe: fit `model.classifier` on the frozen encoder's pooled embeddings of whole clips (computed
-    once, windowed like the pipeline, with `config.classifier_pooling`), with dropout, for `epochs` epochs at
+    once, windowed like the pipeline, with `config.classifier_pooling`, of the last layer or of the layers weighted
+    by the model's initial `layer_weights` with `config.use_weighted_layer_sum`), with dropout, for `epochs` epochs at
     `args.head_learning_rate`; the classifier is left at its best epoch on validation. Returns one record per epoch
     and the best epoch's validation scores (None if no score was finite).
     Every process fits the same head (same data, same seed), so it needs no synchronisation."""
-    if model.config.use_weighted_layer_sum:
-        raise ValueError("The probe fits the head on the last layer's pooled frames: drop --use_weighted_layer_sum, "
-                         "or set --probe_epochs 0.")
     multi_label = info.problem_type == "multi_label_classification"
     model.eval()
+    # The head's input: the last layer, or the layers combined with the model's current (initial) layer weights,
+    # which stay as they are during the probe and learn with the whole model afterwards.
+    layer_weights = (torch.softmax(model.layer_weights.detach().float(), dim=-1)
+                     if model.config.use_weighted_layer_sum else None)
 
     def embeddings(split):
         pooled = pooled_hidden_states(model.base_model, data[split]["input_features"], model.config.classifier_pooling,
-                                      batch_size=args.per_device_eval_batch_size)
+                                      batch_size=args.per_device_eval_batch_size, layer_weights=layer_weights)
         return torch.from_numpy(pooled[:, -1]).to(model.device)
 
     train, validation = embeddings(args.train_split), embeddings(args.validation_split)

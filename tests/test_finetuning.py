@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 from accelerate.utils import set_seed
-from datasets import Array2D, ClassLabel, Dataset, DatasetDict, Features, List, Value
+from datasets import Array2D, ClassLabel, Dataset, DatasetDict, Features, List, Value, load_from_disk
 from sklearn.metrics import average_precision_score, roc_auc_score
 from pretraining_helpers import TINY, structured_clips
 
 from musicoder_hf import MusiCoderConfig, MusiCoderForSequenceClassification
 from musicoder_hf.audio import chunk_spans
 from musicoder_hf.evaluation import aggregate_by_group, compute_metrics, predict_logits
-from musicoder_hf.finetuning import FinetuningArguments, finetune, grid_points
+from musicoder_hf.finetuning import FinetuningArguments, evaluate_split, finetune, grid_points
 
 NAMES = ["german", "chinese", "irish"]
 
@@ -198,17 +198,18 @@ def test_probe_that_wins_is_the_model_kept(tmp_path, pretrained_folder):
     assert metrics["test"]["accuracy"] > 0.6
 
 
-@pytest.mark.parametrize("pooling", ["mean", "mean_std"])
-def test_probe_trains_the_head_on_frozen_embeddings(tmp_path, pretrained_folder, pooling):
-    """`--probe`: the encoder is untouched, the head learns from embeddings pooled once, and the saved model scores
-    whole clips exactly as the probe did."""
+@pytest.mark.parametrize(("pooling", "weighted"), [("mean", False), ("mean_std", False), ("mean_std", True)])
+def test_probe_trains_the_head_on_frozen_embeddings(tmp_path, pretrained_folder, pooling, weighted):
+    """`--probe`: the encoder is untouched, the head learns from embeddings pooled once (of the last layer, or of
+    the layers mixed by the initial layer weights), and the saved model scores whole clips exactly as the probe did.
+    The head's pooling and layer mix default to the checkpoint's config."""
     import shutil
 
     data = labeled_features(tmp_path / "data")
     pretrained_folder = shutil.copytree(pretrained_folder, tmp_path / "pretrained")
     pretrained, _ = encoder_and_head(pretrained_folder)
     config = MusiCoderConfig.from_pretrained(pretrained_folder)
-    config.classifier_pooling = pooling
+    config.classifier_pooling, config.use_weighted_layer_sum = pooling, weighted
     config.save_pretrained(pretrained_folder)
     metrics = finetune(FinetuningArguments(
         data_dir=str(data), output_dir=str(tmp_path / "run"), model_name_or_path=str(pretrained_folder), probe=True,
@@ -220,8 +221,36 @@ def test_probe_trains_the_head_on_frozen_embeddings(tmp_path, pretrained_folder,
     assert len(history) == 60 and {r["stage"] for r in history} == {"probe"} and metrics["best_epoch"] == 0
     assert max(r["validation_accuracy"] for r in history) == metrics["validation"]["accuracy"] > 0.6  # chance: 1/3
     model = MusiCoderForSequenceClassification.from_pretrained(tmp_path / "run" / "best")
-    assert model.config.classifier_pooling == pooling
+    assert model.config.classifier_pooling == pooling and model.config.use_weighted_layer_sum == weighted
+    validation = evaluate_split(model, load_from_disk(data)["validation"], "label", 3, False,
+                                "single_label_classification", None, 4)
+    assert validation == pytest.approx(metrics["validation"], abs=1e-6)  # the probe scored the same logits
     assert metrics["test"]["accuracy"] > 0.6
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_probe_fits_the_head_on_what_the_model_feeds_it(tmp_path, pretrained_folder, weighted):
+    """The probe's embeddings of a clip are exactly the input of the classifier in the model's own forward pass: the
+    last layer pooled, or, with `use_weighted_layer_sum`, the layers mixed by the current layer weights, then pooled."""
+    from musicoder_hf.data.labeled import label_info
+    from musicoder_hf.finetuning import fit_head
+
+    data = load_from_disk(labeled_features(tmp_path / "data"))
+    model = MusiCoderForSequenceClassification.from_pretrained(
+        pretrained_folder, num_labels=3, classifier_pooling="mean_std", use_weighted_layer_sum=weighted).eval()
+    if weighted:
+        with torch.no_grad():
+            model.layer_weights.copy_(torch.linspace(-1.0, 2.0, len(model.layer_weights)))  # far from uniform
+    seen = []
+    model.classifier.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].detach().clone()))
+    args = FinetuningArguments(data_dir="-", output_dir=str(tmp_path / "run"), cpu=True)
+    fit_head(args, model, data, label_info(data["train"]), batch_size=8, epochs=1, metric="accuracy")
+    probe_validation = seen[-1]  # the last call scores the validation split
+    model.eval()
+    with torch.no_grad():
+        for row, clip in enumerate(data["validation"].with_format("torch")["input_features"][:4]):
+            model(clip[None])
+            torch.testing.assert_close(seen[-1][0], probe_validation[row], atol=1e-5, rtol=1e-4)
 
 
 def test_schedule_that_trains_nothing_is_refused_and_the_paper_grid_has_no_probe(tmp_path):

@@ -116,6 +116,31 @@ def test_pooled_hidden_states_of_featurised_clips(embedder):
         pooled_hidden_states(embedder.encoder, clips, pooling=None)
 
 
+def test_pooled_hidden_states_with_layer_weights_is_the_classifiers_pooled_input(embedder):
+    """With `layer_weights`, the layers are mixed frame by frame before pooling: exactly what a classifier with
+    `use_weighted_layer_sum` feeds its linear layer (the probe of `training/finetune.py` relies on it)."""
+    extractor = embedder.feature_extractor
+    clips = [extractor(music_like_clip(seconds=s, seed=i), sampling_rate=SAMPLING_RATE)["input_features"][0]
+             for i, s in enumerate((2.0, 3.0))]
+    config = embedder.encoder.config.to_dict() | {"use_weighted_layer_sum": True, "num_labels": 2,
+                                                "classifier_pooling": "mean_std"}
+    classifier = MusiCoderForSequenceClassification(MusiCoderConfig(**config)).eval()
+    classifier.musicoder.load_state_dict(embedder.encoder.state_dict())
+    with torch.no_grad():
+        classifier.layer_weights.copy_(torch.tensor([0.5, -1.0, 2.0]))  # far from uniform
+    captured = []
+    classifier.classifier.register_forward_hook(lambda module, inputs, output: captured.append(inputs[0]))
+    weights = torch.softmax(classifier.layer_weights.detach(), dim=-1)
+    pooled = pooled_hidden_states(classifier.base_model, clips, pooling="mean_std", layer_weights=weights)
+    assert pooled.shape == (2, 1, 64)
+    for clip, row in zip(clips, pooled):
+        with torch.no_grad():
+            classifier(torch.as_tensor(clip)[None])
+        np.testing.assert_allclose(row[0], captured[-1][0].numpy(), atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="one weight per hidden state"):
+        pooled_hidden_states(classifier.base_model, clips, layer_weights=torch.ones(2) / 2)
+
+
 def test_embedder_hear_and_pipeline_default_to_the_checkpoints_pooling(tmp_path):
     """pooling="auto" (the default) is `config.classifier_pooling`: a checkpoint trained with statistics pooling is
     embedded with it unless the caller asks otherwise."""
