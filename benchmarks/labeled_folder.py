@@ -7,7 +7,8 @@ train). Three rows, all scored on the test split, all choosing their settings on
 
 1. **fine-tuned**: `training/finetune.py` with its defaults (`finetune(FinetuningArguments(data_dir, output_dir))`);
 2. **frozen embeddings**: `MusiCoderEmbedder` with its defaults (every layer, the checkpoint's pooling), the layers
-   concatenated, then a standardised logistic regression (C in 0.01-10 on validation);
+   concatenated, then `musicoder_hf.evaluation.linear_probe` (standardised logistic regression, C in 0.01-10 on
+   validation);
 3. **hand-crafted**: mean and standard deviation over time of the un-normalised 324-dim frames (librosa), the same
    logistic regression: the baseline a model has to beat.
 
@@ -20,19 +21,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.multiclass import OneVsRestClassifier
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
-
 from musicoder_hf import MusiCoderEmbedder, MusiCoderFeatureExtractor
 from musicoder_hf.data.features import featurize_dataset
 from musicoder_hf.data.labeled import MULTI_LABEL, label_info, load_labeled_dataset, to_multi_hot
-from musicoder_hf.evaluation import compute_metrics
+from musicoder_hf.evaluation import linear_probe
 from musicoder_hf.finetuning import SHIPPED_CHECKPOINT, FinetuningArguments, finetune
 
 SPLITS = ("train", "validation", "test")
-C_GRID = (0.01, 0.1, 1.0, 10.0)
 
 
 def targets(split, info) -> np.ndarray:
@@ -40,24 +35,6 @@ def targets(split, info) -> np.ndarray:
     if info.problem_type == MULTI_LABEL:
         return np.array([to_multi_hot(v, info.num_labels) for v in values], dtype=np.int64)
     return np.asarray(values, dtype=np.int64)
-
-
-def logistic_regression(features: dict, labels: dict, problem_type: str) -> dict:
-    """Standardised logistic regression, C chosen on validation; metrics of the test split."""
-    metric = "pr_auc_macro" if problem_type == MULTI_LABEL else "accuracy"
-    best = None
-    for c in C_GRID:
-        model = LogisticRegression(C=c, max_iter=5000)
-        model = make_pipeline(StandardScaler(), OneVsRestClassifier(model) if problem_type == MULTI_LABEL else model)
-        model.fit(features["train"], labels["train"])
-        score = compute_metrics(model.decision_function(features["validation"]).reshape(len(labels["validation"]),
-                                                                                         -1),
-                                labels["validation"], problem_type)[metric]
-        if best is None or score > best[0]:
-            best = (score, c, model)
-    _, c, model = best
-    logits = model.decision_function(features["test"]).reshape(len(labels["test"]), -1)
-    return {"C": c, "validation": best[0], "test": compute_metrics(logits, labels["test"], problem_type)}
 
 
 def main(argv=None) -> int:
@@ -84,7 +61,7 @@ def main(argv=None) -> int:
     for split in SPLITS:
         clips = [{"array": a["array"], "sampling_rate": a["sampling_rate"]} for a in audio[split]["audio"]]
         features[split] = np.stack([o.embeddings.flatten().numpy() for o in embedder(clips)])
-    rows["frozen `MusiCoderEmbedder` defaults, all layers + logistic regression"] = logistic_regression(
+    rows["frozen `MusiCoderEmbedder` defaults, all layers + logistic regression"] = linear_probe(
         features, labels, info.problem_type)["test"]
     seconds["embeddings"] = time.time() - started
 
@@ -92,7 +69,7 @@ def main(argv=None) -> int:
     raw = featurize_dataset(audio, feature_extractor=MusiCoderFeatureExtractor(do_normalize=False))
     statistics = {s: np.stack([np.concatenate([np.asarray(f).mean(0), np.asarray(f).std(0)])
                                for f in raw[s].with_format("numpy")["input_features"]]) for s in SPLITS}
-    rows["hand-crafted: mean + std of the raw frames + logistic regression"] = logistic_regression(
+    rows["hand-crafted: mean + std of the raw frames + logistic regression"] = linear_probe(
         statistics, labels, info.problem_type)["test"]
     seconds["hand-crafted"] = time.time() - started
 

@@ -34,7 +34,6 @@ import soundfile as sf
 
 from musicoder_hf.builders import corpus
 
-ROOT = Path("data/unseen")  # --output_dir
 
 SEED = 0
 SR = corpus.SAMPLING_RATE  # 44100
@@ -45,7 +44,6 @@ CLIP_BUDGET_PER_GAME = 64
 MIN_TRACK_SECONDS = 60.0
 SILENCE_DBFS = -50.0
 VALIDATION_FRACTION = TEST_FRACTION = 0.2
-CACHE = None  # ROOT / ".cache", set by main
 
 # label -> (package, music path patterns inside the package, patterns to leave out, licence of the music)
 GAMES = {
@@ -115,9 +113,10 @@ def slot_rms_db(reader) -> list[float]:
     return out
 
 
-def list_tracks(label: str, package: str, patterns: list[str], exclude: list[str]) -> tuple[list[dict], str, str]:
+def list_tracks(label: str, package: str, patterns: list[str], exclude: list[str],
+                cache: Path) -> tuple[list[dict], str, str]:
     assert not any(package.startswith(f) for f in FORBIDDEN), package
-    root, version, _ = corpus.fetch_package(package, CACHE)
+    root, version, _ = corpus.fetch_package(package, cache)
     copyright_file = root / "usr/share/doc" / package / "copyright"
     files = sorted(p for p in root.rglob("*") if p.is_file())
     tracks, seen = [], set()
@@ -188,13 +187,13 @@ def write_clip(reader, slot: int, target: Path) -> None:
     sf.write(str(target), y, SR, format="FLAC", subtype="PCM_16")
 
 
-def build(folder: str, games: dict) -> None:
-    out = ROOT / folder
+def build(output_dir: Path, folder: str, games: dict) -> None:
+    out = output_dir / folder
     if out.exists():
         shutil.rmtree(out)
     rows, packages = [], []
     for label, (package, patterns, exclude, licence) in games.items():
-        tracks, version, _ = list_tracks(label, package, patterns, exclude)
+        tracks, version, _ = list_tracks(label, package, patterns, exclude, output_dir / ".cache")
         packages.append((label, package, version, licence, len(tracks)))
         assign_splits(tracks)
         for t in tracks:
@@ -258,15 +257,13 @@ def write_readme(out: Path, folder: str, packages: list, rows: list[dict]) -> No
 
 
 def main(argv=None) -> None:
-    global ROOT, CACHE
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", default="data/unseen", help="where games_a/ and games_b/ are written")
-    ROOT = Path(parser.parse_args(argv).output_dir)
-    CACHE = ROOT / ".cache"
+    output_dir = Path(parser.parse_args(argv).output_dir)
     labels = [label for games in GAMES.values() for label in games]
     assert len(set(labels)) == 8 and len({g[0] for games in GAMES.values() for g in games.values()}) == 8
     for folder, games in GAMES.items():
-        build(folder, games)
+        build(output_dir, folder, games)
 
 
 if __name__ == "__main__":

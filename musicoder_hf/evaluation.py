@@ -1,16 +1,22 @@
-"""Clip-level evaluation: chunked inference over any length, per-track aggregation, and the paper's metrics.
+"""Clip-level evaluation: chunked inference over any length, per-track aggregation, the paper's metrics, and the
+linear probe of frozen embeddings.
 
 Metrics go through `evaluate` with modules shipped in `musicoder_hf/metrics/` (the Hub copies do not load offline):
 accuracy for single-label tasks (GTZAN protocol), ROC-AUC macro and PR-AUC macro for tagging (MTG-Jamendo protocol).
 """
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
 
 import evaluate
 import numpy as np
 import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.multiclass import OneVsRestClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from .audio import chunk_spans, resolve_window
 from .data_collator import pad_frames
@@ -101,3 +107,82 @@ def aggregate_by_group(values: np.ndarray, groups: Sequence) -> tuple[list, np.n
     totals = np.zeros((len(order), values.shape[1]))
     np.add.at(totals, rows, values)
     return order, totals / np.bincount(rows, minlength=len(order))[:, None]
+
+
+MULTI_LABEL = "multi_label_classification"
+# Inverse L2 strengths tried by `linear_probe`, one decade apart.
+PROBE_C_VALUES = (0.01, 0.1, 1.0, 10.0)
+
+
+def selection_metric(problem_type: str) -> str:
+    """The metric that picks a model on validation: accuracy (single-label) or PR-AUC macro (multi-label)."""
+    return "pr_auc_macro" if problem_type == MULTI_LABEL else "accuracy"
+
+
+def estimator_logits(estimator, features: np.ndarray, problem_type: str) -> np.ndarray:
+    """A fitted scikit-learn estimator's scores as logits, so that `compute_metrics` applies softmax or sigmoid as it
+    does for the model's logits."""
+    if hasattr(estimator, "decision_function"):
+        scores = np.asarray(estimator.decision_function(features), dtype=np.float64).reshape(len(features), -1)
+        if problem_type != MULTI_LABEL and scores.shape[1] == 1:  # binary: one score, the second class's logit
+            scores = np.concatenate([np.zeros_like(scores), scores], axis=1)
+        return scores
+    probabilities = np.clip(np.asarray(estimator.predict_proba(features), dtype=np.float64), 1e-7, 1 - 1e-7)
+    if problem_type == MULTI_LABEL:
+        return np.log(probabilities / (1 - probabilities))
+    return np.log(probabilities)
+
+
+def select_on_validation(make_estimator: Callable, values: Sequence, features: Mapping[str, np.ndarray],
+                         targets: Mapping[str, np.ndarray], problem_type: str) -> dict:
+    """
+    Fit `make_estimator(value)` on the `"train"` split for each value, keep the one with the best `selection_metric` on
+    `"validation"` (a NaN score never wins), and score `"test"` with it if that split is given.
+
+    Args:
+        features, targets: split name -> one row per clip (targets: class ids, or multi-hot rows for multi-label).
+
+    Returns:
+        `{"selected": {"value": ...}, "validation": metrics, "test": metrics, "test_logits": list}` (the last two only
+        with a `"test"` split).
+    """
+    metric = selection_metric(problem_type)
+    best = None
+    for value in values:
+        estimator = make_estimator(value).fit(features["train"], targets["train"])
+        validation = compute_metrics(estimator_logits(estimator, features["validation"], problem_type),
+                                     targets["validation"], problem_type)
+        score = validation[metric]
+        if best is None or (not math.isnan(score) and (math.isnan(best[0]) or score > best[0])):
+            best = (score, value, validation, estimator)
+    _, value, validation, estimator = best
+    result = {"selected": {"value": value}, "validation": validation}
+    if "test" in features:
+        logits = estimator_logits(estimator, features["test"], problem_type)
+        result.update(test=compute_metrics(logits, targets["test"], problem_type), test_logits=logits.tolist())
+    return result
+
+
+def linear_probe(features: Mapping[str, np.ndarray], targets: Mapping[str, np.ndarray], problem_type: str,
+                 c_values: Sequence[float] = PROBE_C_VALUES) -> dict:
+    """
+    The linear probe of frozen embeddings (e.g. `MusiCoderEmbedder` outputs, flattened) or of any clip features:
+    standardisation, then logistic regression (one-vs-rest for multi-label tagging), its inverse L2 strength `C`
+    chosen on validation. The same protocol scores the hand-crafted baselines, so the two compare fairly.
+
+        embeddings = {split: np.stack([e.embeddings.flatten().numpy() for e in embedder(clips[split])])
+                      for split in ("train", "validation", "test")}
+        linear_probe(embeddings, labels, "single_label_classification")["test"]["accuracy"]
+
+    Args:
+        features, targets: split name (`"train"`, `"validation"`, optionally `"test"`) -> one row per clip; targets
+            are class ids, or multi-hot rows for `"multi_label_classification"`.
+        c_values: the values of `C` tried.
+
+    Returns: as [`select_on_validation`], with the chosen `C` under `"selected"`.
+    """
+    def make_estimator(c):
+        model = LogisticRegression(C=c, max_iter=5000)
+        return make_pipeline(StandardScaler(), OneVsRestClassifier(model) if problem_type == MULTI_LABEL else model)
+
+    return select_on_validation(make_estimator, c_values, features, targets, problem_type)

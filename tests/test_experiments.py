@@ -279,3 +279,25 @@ def test_shipped_checkpoint_rows_compare_probes_poolings_random_init_and_handcra
     expected = json.loads(json.dumps(results["comparisons"], default=float))
     assert summarise_shipped(saved, seed=0)["comparisons"] == expected
     assert evaluate_shipped(data, model_dir, tmp_path / "run", scale, seed=0, finetune_rows=True) == saved
+
+
+def test_normalised_corpora_are_reused_for_the_same_frames_and_rewritten_for_others(tmp_path):
+    from training.experiments import normalised_corpora
+
+    corpus = synthetic_data()["corpus"]
+    folders, extractors = normalised_corpora(corpus, tmp_path)
+    assert set(folders) == {"clip", "dataset"}
+    written = {n: (f / "dataset_dict.json").stat().st_mtime_ns for n, f in folders.items()}
+    again, _ = normalised_corpora(corpus, tmp_path)  # the same frames: nothing is rewritten
+    assert again == folders
+    assert {n: (f / "dataset_dict.json").stat().st_mtime_ns for n, f in folders.items()} == written
+    normalised = load_from_disk(folders["dataset"])["train"].with_format("numpy")["input_features"][0]
+    np.testing.assert_allclose(normalised, extractors["dataset"].normalize(
+        [corpus["train"].with_format("numpy")["input_features"][0]])[0], atol=1e-5)
+
+    changed = corpus.map(lambda row: {"input_features": np.asarray(row["input_features"]) + 1.0})
+    folders, extractors = normalised_corpora(changed, tmp_path)  # other frames: both folders are rewritten
+    assert all((f / "dataset_dict.json").stat().st_mtime_ns != written[n] for n, f in folders.items())
+    normalised = load_from_disk(folders["dataset"])["train"].with_format("numpy")["input_features"][0]
+    np.testing.assert_allclose(normalised, extractors["dataset"].normalize(
+        [changed["train"].with_format("numpy")["input_features"][0]])[0], atol=1e-5)

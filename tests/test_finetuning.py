@@ -272,3 +272,39 @@ def test_schedule_that_trains_nothing_is_refused_and_the_paper_grid_has_no_probe
     # Table 4's protocol: no probe, one learning rate for the whole model from the first step
     assert metrics["arguments"]["probe_epochs"] == 0
     assert [r["stage"] for r in metrics["runs"][0]["history"]] == ["finetune", "finetune"]
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_linear_probe_chooses_c_on_validation_and_scores_test(multi_label):
+    """`linear_probe`: standardised logistic regression, C chosen on validation only, test scored with that C."""
+    from musicoder_hf.evaluation import linear_probe, selection_metric
+
+    rng = np.random.default_rng(0)
+    problem_type = "multi_label_classification" if multi_label else "single_label_classification"
+    direction = rng.standard_normal((3, 20))
+    features, targets = {}, {}
+    for split, count in (("train", 90), ("validation", 30), ("test", 30)):
+        if multi_label:
+            targets[split] = rng.integers(0, 2, size=(count, 3))
+            signal = targets[split] @ direction
+        else:
+            targets[split] = np.arange(count) % 3
+            signal = direction[targets[split]]
+        # a large, uninformative offset and scale: standardisation must take care of them
+        features[split] = 1000.0 + 50.0 * (signal + 1.5 * rng.standard_normal((count, 20)))
+    grid = (1e-4, 1e-2, 1.0, 100.0)
+    result = linear_probe(features, targets, problem_type, c_values=grid)
+    metric = selection_metric(problem_type)
+    alone = {c: linear_probe(features, targets, problem_type, c_values=(c,)) for c in grid}
+    best = max(alone[c]["validation"][metric] for c in grid)
+    assert result["selected"]["value"] == next(c for c in grid if alone[c]["validation"][metric] == best)
+    assert result["validation"] == alone[result["selected"]["value"]]["validation"]
+    assert result["test"] == alone[result["selected"]["value"]]["test"]  # test is scored, never used to choose
+    assert result["test"][metric] > (0.8 if multi_label else 0.7)
+    assert np.asarray(result["test_logits"]).shape == (30, 3)
+    without_test = linear_probe({s: features[s] for s in ("train", "validation")}, targets, problem_type)
+    assert "test" not in without_test and metric in without_test["validation"]
+    if not multi_label:  # two classes: scikit-learn gives one score per clip, the probe two logits
+        binary = {split: targets[split] < 1 for split in targets}
+        result = linear_probe(features, binary, problem_type)
+        assert np.asarray(result["test_logits"]).shape == (30, 2) and result["test"]["accuracy"] > 0.7

@@ -78,7 +78,7 @@ from musicoder_hf.data.features import (
 )
 from musicoder_hf.data.labeled import MULTI_LABEL, cross_validation_folds, label_info, load_labeled_dataset, to_multi_hot
 from musicoder_hf.embeddings import pooled_hidden_states
-from musicoder_hf.evaluation import compute_metrics, predict_logits
+from musicoder_hf.evaluation import compute_metrics, predict_logits, select_on_validation, selection_metric
 from musicoder_hf.feature_extraction_musicoder import MusiCoderFeatureExtractor
 from musicoder_hf.finetuning import FinetuningArguments, train_grid
 from musicoder_hf.modeling_musicoder import MusiCoderForSequenceClassification, MusiCoderModel
@@ -292,18 +292,28 @@ def normalise(pooled, feature_extractor: MusiCoderFeatureExtractor):
     return normalize_frames(pooled, feature_extractor, keep_in_memory=True)
 
 
+# Written last into each normalised corpus folder: which raw frames and extractor made it.
+CORPUS_KEY_FILE = "corpus_key.json"
+
+
 def normalised_corpora(corpus_raw: DatasetDict, features_dir: Path) -> tuple[dict, dict]:
     """The pre-training corpus under each normalisation, saved with its extractor under `features_dir`: per-clip CMVN
     (`MusiCoderFeatureExtractor()`), and the per-channel statistics of the corpus's training split. Returns
-    ({normalisation: folder}, {normalisation: feature extractor})."""
+    ({normalisation: folder}, {normalisation: feature extractor}). A folder already written from the same frames with
+    the same extractor is reused (its `corpus_key.json`, written last, records both)."""
     extractors = {"clip": MusiCoderFeatureExtractor(),
                   "dataset": dataset_normalization_extractor(feature_statistics(corpus_raw["train"]))}
+    raw_digest = dataset_digest(corpus_raw)
     folders = {}
     for normalization, feature_extractor in extractors.items():
-        folders[normalization] = features_dir / f"corpus_{normalization}"
-        if folders[normalization].exists():
-            shutil.rmtree(folders[normalization])
-        save_featurised(normalize_frames(corpus_raw, feature_extractor), folders[normalization], feature_extractor)
+        folder = folders[normalization] = features_dir / f"corpus_{normalization}"
+        key = _cache_key(raw_digest, feature_extractor.to_json_string())
+        if _load_cached(folder / CORPUS_KEY_FILE, key) is not None:
+            continue
+        if folder.exists():
+            shutil.rmtree(folder)
+        save_featurised(normalize_frames(corpus_raw, feature_extractor), folder, feature_extractor)
+        _store_cached(folder / CORPUS_KEY_FILE, key, {"normalization": normalization})
     return folders, extractors
 
 
@@ -342,21 +352,6 @@ def pooled_statistics(pooled, summary=mean_and_std, batch_size: int = 32) -> np.
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _selection_metric(problem_type: str) -> str:
-    return "pr_auc_macro" if problem_type == MULTI_LABEL else "accuracy"
-
-
-def _sklearn_logits(estimator, features: np.ndarray, problem_type: str) -> np.ndarray:
-    """Scores of a fitted estimator as logits, so that `compute_metrics` applies softmax / sigmoid as for the model."""
-    if hasattr(estimator, "decision_function"):
-        scores = np.asarray(estimator.decision_function(features), dtype=np.float64)
-        return scores.reshape(len(features), -1)
-    probabilities = np.clip(np.asarray(estimator.predict_proba(features), dtype=np.float64), 1e-7, 1 - 1e-7)
-    if problem_type == MULTI_LABEL:
-        return np.log(probabilities / (1 - probabilities))
-    return np.log(probabilities)
-
-
 def _make_estimator(kind: str, value: float, problem_type: str, seed: int, scale: ExperimentScale):
     if kind == "logreg":
         model = LogisticRegression(C=value, max_iter=5000)
@@ -376,27 +371,14 @@ def _make_estimator(kind: str, value: float, problem_type: str, seed: int, scale
 
 def fit_select_score(kind: str, values, features: np.ndarray, targets: np.ndarray, rows: dict, problem_type: str,
                      seed: int, scale: ExperimentScale) -> dict:
-    """Fit on `rows["train"]` for each value of the grid, keep the best on `rows["validation"]`, score the test rows."""
-    metric = _selection_metric(problem_type)
-    best = None
-    for value in values:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # ConvergenceWarning of short MLP runs: the budget is fixed on purpose
-            estimator = _make_estimator(kind, value, problem_type, seed, scale)
-            estimator.fit(features[rows["train"]], targets[rows["train"]])
-        validation = compute_metrics(_sklearn_logits(estimator, features[rows["validation"]], problem_type),
-                                     targets[rows["validation"]], problem_type)
-        score = validation[metric]
-        if best is None or (not math.isnan(score) and (math.isnan(best[0]) or score > best[0])):
-            best = (score, value, validation, estimator)
-    _, value, validation, estimator = best
-    logits = _sklearn_logits(estimator, features[rows["test"]], problem_type)
-    return {
-        "selected": {"value": value},
-        "validation": validation,
-        "test": compute_metrics(logits, targets[rows["test"]], problem_type),
-        "test_logits": logits.tolist(),
-    }
+    """Fit on `rows["train"]` for each value of the grid, keep the best on `rows["validation"]`, score the test rows
+    (`musicoder_hf.evaluation.select_on_validation`)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ConvergenceWarning of short MLP runs: the budget is fixed on purpose
+        return select_on_validation(lambda value: _make_estimator(kind, value, problem_type, seed, scale), values,
+                                    {split: features[rows[split]] for split in ("train", "validation", "test")},
+                                    {split: targets[rows[split]] for split in ("train", "validation", "test")},
+                                    problem_type)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -1181,7 +1163,7 @@ def summarise_shipped(results: dict, seed: int) -> dict:
     for task, task_results in results["tasks"].items():
         rows = task_results["rows"]
         reference = best_handcrafted(task_results)
-        selection = _selection_metric(task_results["problem_type"])
+        selection = selection_metric(task_results["problem_type"])
         chosen = {}
         for pooling in SHIPPED_POOLINGS:
             keys = [k for k in rows if (parse_shipped_probe_key(k) or ("",))[:2] == ("pretrained", pooling)]
