@@ -12,7 +12,9 @@ the 10-minute file (the 30 s audio repeated, written as a FLAC file). The time o
 `pipe(path)`: decoding, features, windows (1600 frames, hop 800), the model, post-processing. The modes:
 
 - `fp32`: `pipeline("audio-classification", model=...)`;
-- `bf16`: `pipeline(..., dtype=torch.bfloat16)` (needs bf16 instructions on a CPU: avx512_bf16 or AMX);
+- `bf16`: `pipeline(..., dtype=torch.bfloat16)` (needs bf16 instructions on a CPU: avx512_bf16 or AMX); on a CPU
+  its attention is `query_chunked_attention`;
+- `bf16-sdpa`: the same with PyTorch's own attention kernel (`MusiCoderAttention.runs_query_chunked` patched off);
 - `compiled`: the fp32 pipeline with `torch.compile(pipe.model)` (the warm-up compiles; `bf16-compiled` both);
 - `onnx`: the same windows and features, the model run by ONNX Runtime (`musicoder_hf.export.export_onnx`).
 
@@ -38,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 SR = 44100
-MODES = ("fp32", "bf16", "compiled", "bf16-compiled", "onnx")
+MODES = ("fp32", "bf16", "bf16-sdpa", "compiled", "bf16-compiled", "onnx")
 # A file of several full windows: peak memory after it, and after the long file, shows whether memory grows with the
 # length beyond the decoded waveform (4 bytes a sample).
 MEDIUM_MINUTES = 2.0
@@ -177,6 +179,10 @@ def worker(args) -> None:
                             device=args.device)
         if mode.endswith("compiled"):
             classify.model = torch.compile(classify.model)
+        if mode == "bf16-sdpa":
+            from musicoder_hf.modeling_musicoder import MusiCoderAttention
+
+            MusiCoderAttention.runs_query_chunked = lambda self, query: False
     sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
 
     def timed(path):

@@ -88,3 +88,64 @@ def test_pooled_statistics_are_float32_inside_a_bfloat16_model():
     assert got.dtype == torch.bfloat16
     # Only the final rounding to bfloat16 (relative 2**-8) separates the two.
     torch.testing.assert_close(got.float(), expected, rtol=2**-8, atol=1e-6)
+
+
+@pytest.mark.parametrize("mask_kind", [None, "bool", "additive", "additive_keys"])
+def test_query_chunked_attention_is_softmax_attention(monkeypatch, mask_kind):
+    """The block-by-block attention of bfloat16 CPU inference is exact softmax attention (checked in float64), with
+    the masks the `sdpa` mask function gives and a last block shorter than the others."""
+    import torch.nn.functional as F
+
+    from musicoder_hf import modeling_musicoder
+
+    monkeypatch.setattr(modeling_musicoder, "ATTENTION_QUERY_CHUNK", 7)  # 30 frames: blocks of 7, the last of 2
+    generator = torch.Generator().manual_seed(0)
+    query, key, value = (torch.randn(2, 3, 30, 8, generator=generator, dtype=torch.float64) for _ in range(3))
+    valid = torch.ones(2, 30, dtype=torch.bool)
+    valid[1, 20:] = False  # padding of the second clip
+    mask = {None: None, "bool": valid[:, None, None, :].expand(2, 1, 30, 30),
+            "additive": torch.zeros(2, 1, 30, 30, dtype=torch.float64).masked_fill(~valid[:, None, None, :], -1e300),
+            "additive_keys": torch.zeros(2, 1, 1, 30, dtype=torch.float64).masked_fill(~valid[:, None, None, :],
+                                                                                     -1e300)}[mask_kind]
+    expected = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=0.3).transpose(1, 2)
+    got = modeling_musicoder.query_chunked_attention(query, key, value, mask, 0.3)
+    torch.testing.assert_close(got, expected, atol=1e-12, rtol=1e-10)
+
+
+def test_bfloat16_cpu_inference_runs_the_chunked_attention_close_to_pytorchs(monkeypatch):
+    """bfloat16 inference on CPU with `sdpa` takes `query_chunked_attention` (in every layer), close to PyTorch's
+    kernel and padding-invariant; training, float32 and the eager kernel keep PyTorch's attention."""
+    from musicoder_hf import MusiCoderConfig, MusiCoderModel, modeling_musicoder
+
+    monkeypatch.setattr(modeling_musicoder, "ATTENTION_QUERY_CHUNK", 16)
+    calls = []
+    chunked = modeling_musicoder.query_chunked_attention
+    monkeypatch.setattr(modeling_musicoder, "query_chunked_attention", lambda *a: calls.append(1) or chunked(*a))
+    torch.manual_seed(0)
+    config = MusiCoderConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                             hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    model = MusiCoderModel(config).eval().to(torch.bfloat16)
+    frames = torch.randn(2, 50, 324)
+    mask = torch.ones(2, 50, dtype=torch.int32)
+    mask[1, 35:] = 0
+    with torch.no_grad():
+        got = model(frames, attention_mask=mask).last_hidden_state.float()
+        assert len(calls) == 2  # one per layer
+        alone = model(frames[1:, :35]).last_hidden_state.float()  # the padded clip on its own
+        torch.testing.assert_close(got[1, :35], alone[0], atol=0.05, rtol=0.02)
+        monkeypatch.setattr(modeling_musicoder.MusiCoderAttention, "runs_query_chunked", lambda self, query: False)
+        reference = model(frames, attention_mask=mask).last_hidden_state.float()
+    assert len(calls) == 4  # PyTorch's kernel for the reference
+    valid = mask.bool()
+    assert ((got - reference)[valid].norm() / reference[valid].norm()) < 0.01
+    monkeypatch.undo()
+
+    attention = model.layers[0].attention
+    query = torch.zeros(1, 4, 5, 16, dtype=torch.bfloat16)
+    assert attention.runs_query_chunked(query)
+    assert not attention.runs_query_chunked(query.float())
+    model.train()
+    assert not attention.runs_query_chunked(query)
+    model.eval()
+    model.set_attn_implementation("eager")
+    assert not attention.runs_query_chunked(query)
