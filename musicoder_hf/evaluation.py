@@ -19,6 +19,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from .audio import chunk_spans, resolve_window
+from .data.labeled import MULTI_LABEL
 from .data_collator import pad_frames
 
 METRICS_DIR = Path(__file__).parent / "metrics"
@@ -109,7 +110,6 @@ def aggregate_by_group(values: np.ndarray, groups: Sequence) -> tuple[list, np.n
     return order, totals / np.bincount(rows, minlength=len(order))[:, None]
 
 
-MULTI_LABEL = "multi_label_classification"
 # Inverse L2 strengths tried by `linear_probe`, one decade apart.
 PROBE_C_VALUES = (0.01, 0.1, 1.0, 10.0)
 
