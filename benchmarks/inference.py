@@ -9,14 +9,16 @@ and a 10-minute file: float32, bfloat16, torch.compile and ONNX Runtime, with pe
 Every mode runs in its own fresh process (its peak memory is its own), the modes alternating over `--rounds` rounds;
 each round times `--repeats` calls on the 30 s file after a warm-up call (its fastest call counts) and one call on
 the 10-minute file (the 30 s audio repeated, written as a FLAC file). The time of a call is the whole
-`pipe(path)`: decoding, features, windows (1600 frames, hop 800), the model, post-processing. The modes:
+`pipe(path)`: decoding, features, the model (which reads long files in windows of 1600 frames), post-processing.
+The modes:
 
 - `fp32`: `pipeline("audio-classification", model=...)`;
 - `bf16`: `pipeline(..., dtype=torch.bfloat16)` (needs bf16 instructions on a CPU: avx512_bf16 or AMX); on a CPU
   its attention is `query_chunked_attention`;
 - `bf16-sdpa`: the same with PyTorch's own attention kernel (`MusiCoderAttention.runs_query_chunked` patched off);
 - `compiled`: the fp32 pipeline with `torch.compile(pipe.model)` (the warm-up compiles; `bf16-compiled` both);
-- `onnx`: the same windows and features, the model run by ONNX Runtime (`musicoder_hf.export.export_onnx`).
+- `onnx`: the same features and windows (`window_spans`), each window run by ONNX Runtime
+  (`musicoder_hf.export.export_onnx`: a graph takes one window), the mean of the windows' logits.
 
 It also prints the model's floating-point operations per 30 s window and this machine's rate for a large matrix
 product, in float32 and bfloat16: their ratio is what the model's share of the time cannot go below.
@@ -134,8 +136,8 @@ def _seconds(function) -> float:
 
 
 class OnnxClassifier:
-    """What the pipeline does (decode, windows of features, mean of the windows' logits, softmax), with the model run
-    by ONNX Runtime."""
+    """What the pipeline does (decode, features, windows, softmax), with each window run by ONNX Runtime: an exported
+    graph takes one window, so a long file's logits are the mean of its windows' (the model pools over all frames)."""
 
     def __init__(self, folder: Path, threads: int):
         from musicoder_hf import MusiCoderFeatureExtractor
@@ -146,16 +148,14 @@ class OnnxClassifier:
         self.window = json.loads((folder / "checkpoint" / "config.json").read_text())["max_position_embeddings"]
 
     def __call__(self, path):
-        from musicoder_hf.audio import frame_windows, load_audio, resolve_window
+        from musicoder_hf.audio import load_audio
+        from musicoder_hf.modeling_musicoder import window_spans
 
         waveform = load_audio(str(path), self.extractor.sampling_rate)
-        window_frames, hop_frames = resolve_window(None, None, self.window)
+        features = self.extractor(waveform, sampling_rate=self.extractor.sampling_rate, return_tensors="np")
         logits = []
-        for window in frame_windows(len(waveform), self.extractor.hop_length, self.extractor.n_fft, window_frames,
-                                    hop_frames):
-            inputs = self.extractor(waveform[window.start : window.stop], sampling_rate=self.extractor.sampling_rate,
-                                    return_tensors="np")
-            feed = {key: inputs[key] for key in ("input_features", "attention_mask")}
+        for start, stop in window_spans(features["input_features"].shape[1], self.window):
+            feed = {key: features[key][:, start:stop] for key in ("input_features", "attention_mask")}
             logits.append(self.session.run(None, feed)[0])
         mean = np.mean(logits, axis=0)[0]
         return np.exp(mean - mean.max()) / np.exp(mean - mean.max()).sum()

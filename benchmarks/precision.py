@@ -3,15 +3,16 @@
     python benchmarks/precision.py --model pretrained/musicoder-small --audio_dir data/unseen/games_a/test
     python benchmarks/precision.py --model runs/demo/folk/best --audio_dir data/tasks/folk/test   # a classifier
 
-For each clip (up to `--num_clips` per folder, any length: windowed as the pipeline windows):
+For each clip (up to `--num_clips` per folder, any length: the model reads long clips in windows):
 
 - embeddings: `MusiCoderEmbedder.from_pretrained(model)` against `from_pretrained(model, dtype=torch.bfloat16)`,
   every layer, statistics pooling (mean and standard deviation over time): cosine similarity and relative L2 error
   per layer;
 - a classifier checkpoint: `pipeline("audio-classification", model)` against `pipeline(..., dtype=torch.bfloat16)`:
   the same top-1 label or not, and the largest change of a class probability;
-- ONNX Runtime against float32 PyTorch on the same windows of features (`musicoder_hf.export.export_onnx`): the
-  largest absolute difference of the logits (classifier) or of every hidden state (encoder).
+- ONNX Runtime against float32 PyTorch on each window of the clip's features (`window_spans`; an exported graph
+  takes one window, `musicoder_hf.export.export_onnx`): the largest absolute difference of the logits (classifier)
+  or of every hidden state (encoder).
 """
 
 import argparse
@@ -50,8 +51,9 @@ def main() -> None:
     from transformers import AutoConfig, pipeline
 
     from musicoder_hf import MusiCoderEmbedder
-    from musicoder_hf.audio import frame_windows, load_audio, resolve_window
+    from musicoder_hf.audio import load_audio
     from musicoder_hf.export import GraphOutputs, export_onnx, is_classifier_checkpoint, onnx_session
+    from musicoder_hf.modeling_musicoder import window_spans
 
     config = AutoConfig.from_pretrained(args.model)
     is_classifier = is_classifier_checkpoint(config)
@@ -85,12 +87,10 @@ def main() -> None:
                                                                                           key=scores["bf16"].get)
                     row["max_probability_change"] = max(abs(scores["bf16"][label] - scores["fp32"][label])
                                                         for label in scores["fp32"])
-                window_frames, hop_frames = resolve_window(None, None, config.max_position_embeddings)
+                features = extractor(waveform, sampling_rate=extractor.sampling_rate, return_tensors="pt")
                 onnx_error = 0.0
-                for window in frame_windows(len(waveform), extractor.hop_length, extractor.n_fft, window_frames,
-                                            hop_frames):
-                    inputs = extractor(waveform[window.start : window.stop], sampling_rate=extractor.sampling_rate,
-                                       return_tensors="pt")
+                for start, stop in window_spans(features["input_features"].shape[1], config.max_position_embeddings):
+                    inputs = {key: value[:, start:stop] for key, value in features.items()}
                     with torch.no_grad():
                         expected = graph(**inputs)
                     expected = expected if isinstance(expected, tuple) else (expected,)

@@ -1,10 +1,9 @@
-"""Audio in, for every caller-facing API (pipelines, embeddings, HEAR): decode, downmix, resample, and cut long audio
-into windows the model accepts.
+"""Audio in, for every caller-facing API (pipelines, embeddings, HEAR): decode, downmix and resample.
 
 `load_audio` turns anything a user is likely to hold (a path, bytes, an array at some sampling rate, a `datasets` audio
 value) into one mono float32 waveform at the model's rate, with errors that name the file and the fix.
-`frame_windows` plans the windows of a long track so that each window is one clip for the feature extractor and the
-model (at most `max_position_embeddings` frames), and memory stays flat in the track length.
+Long audio needs nothing here: the feature extractor takes a whole track, and the model reads it in windows itself
+(`modeling_musicoder.window_spans`).
 """
 
 import io
@@ -12,7 +11,6 @@ import itertools
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass
 
 import librosa
 import numpy as np
@@ -171,65 +169,18 @@ def load_audio(source, sampling_rate: int, source_sampling_rate: int | None = No
     return np.ascontiguousarray(waveform, dtype=np.float32)
 
 
-def resolve_window(window_frames: int | None, hop_frames: int | None, max_frames: int) -> tuple[int, int]:
-    """The window and hop (in frames) of every windowed API: by default windows of the model's `max_frames`
-    (`max_position_embeddings`) with half a window of hop, as in MAEST's evaluation. A window longer than the model
-    accepts is refused."""
-    window_frames = window_frames or max_frames
-    if window_frames > max_frames:
-        raise ValueError(f"window_frames={window_frames} exceeds the model's max_position_embeddings={max_frames}.")
-    return window_frames, hop_frames or max(1, window_frames // 2)
+# The error for the windowing arguments of earlier versions: the model now windows its input itself.
+NO_WINDOW_ARGUMENTS = (
+    "window_frames and hop_frames are not arguments any more: a MusiCoder model reads inputs longer than its window "
+    "(config.max_position_embeddings frames) in windows itself, end to end, and pools over every frame, so every "
+    "way of calling it gives the same result (see docs/long-audio.md)."
+)
 
 
-def chunk_spans(length: int, window: int, hop: int) -> list[tuple[int, int]]:
-    """Windows `[start, stop)` of at most `window` steps every `hop` steps, covering every step at least once.
-
-    The last window is aligned to the end (MAEST-style), so nothing is dropped and no window is mostly padding. A
-    sequence no longer than `window` is one chunk.
-    """
-    if window < 1 or hop < 1:
-        raise ValueError(f"window and hop must be positive, got window={window}, hop={hop}.")
-    if length <= window:
-        return [(0, length)]
-    starts = list(range(0, length - window + 1, hop))
-    if starts[-1] + window < length:
-        starts.append(length - window)
-    return [(start, start + window) for start in starts]
+def refuse_window_arguments(window_frames=None, hop_frames=None) -> None:
+    """Raise a `ValueError` that explains the change if a caller still passes `window_frames` or `hop_frames`."""
+    if window_frames is not None or hop_frames is not None:
+        raise ValueError(NO_WINDOW_ARGUMENTS)
 
 
-@dataclass(frozen=True)
-class AudioWindow:
-    """One window of a track: frames `[first_frame, stop_frame)` of the whole track, from samples `[start, stop)`."""
-
-    first_frame: int
-    stop_frame: int
-    start: int
-    stop: int
-
-
-def frame_windows(
-    num_samples: int, hop_length: int, n_fft: int, window_frames: int, hop_frames: int
-) -> list[AudioWindow]:
-    """Plan the windows of a track of `num_samples` samples, in frames of the whole track.
-
-    With centred frames a track has `1 + num_samples // hop_length` frames. Window `[a, b)` is cut from samples
-    `[a * hop_length, b * hop_length - 1)`: exactly the samples whose centred frames are `a .. b-1`, so frame `j` of a
-    window is frame `a + j` of the track (each window gets its own centre padding and its own CMVN, like a training
-    clip).
-    """
-    shortest = -(-(n_fft + 1) // hop_length)  # a window must hold one full analysis window of samples
-    if window_frames < shortest:
-        raise ValueError(
-            f"window_frames={window_frames} is too small: a window needs at least {shortest} frames ({n_fft} samples "
-            "for one analysis window)."
-        )
-    if not 1 <= hop_frames <= window_frames:
-        raise ValueError(f"hop_frames must be in [1, window_frames={window_frames}], got {hop_frames}.")
-    total_frames = 1 + num_samples // hop_length
-    return [
-        AudioWindow(first, stop, first * hop_length, min(num_samples, stop * hop_length - 1))
-        for first, stop in chunk_spans(total_frames, window_frames, hop_frames)
-    ]
-
-
-__all__ = ["AudioWindow", "chunk_spans", "frame_windows", "load_audio", "resolve_window"]
+__all__ = ["load_audio", "refuse_window_arguments"]

@@ -8,11 +8,11 @@
     frames = embedder("track.flac", pooling=None)       # every layer, per time step: (num_layers + 1, frames, hidden)
     stack = embedder("track.flac", layers=[-3, -2, -1]) # a stack of the last three layers, as in MAEST
 
-Long audio is cut into windows of at most `window_frames` frames with `hop_frames` hop (default: the model's 1600
-frames, half overlap). Each window is featurised and normalised on its own, like a training clip. A time step covered
-by several windows gets the mean of their embeddings; the clip embedding is the mean over time steps, so overlaps are
-not counted twice. Windows are batched, so peak memory depends on `batch_size x window_frames`, not on the track
-length.
+Each clip is featurised whole, then read as the model's `forward` reads it: a clip longer than the model's window
+(`config.max_position_embeddings` frames) in the fewest windows that fit, end to end and of equal lengths
+(`window_spans`), each window encoded with its own positions. Pooling covers every frame of the clip, so the mean and
+standard deviation are those of the whole clip, exactly as the classifier computes them. Windows are batched and pooled
+as they come, so the encoder's memory depends on `batch_size` windows, not on the track length.
 """
 
 from collections.abc import Sequence
@@ -23,10 +23,10 @@ import torch
 from transformers import AutoFeatureExtractor, AutoModel
 from transformers.utils import ModelOutput
 
-from .audio import chunk_spans, frame_windows, load_audio, resolve_window
+from .audio import load_audio, refuse_window_arguments
 from .configuration_musicoder import POOLING_MODES
 from .data_collator import pad_frames
-from .modeling_musicoder import STD_POOLING_VARIANCE_FLOOR
+from .modeling_musicoder import STD_POOLING_VARIANCE_FLOOR, window_spans
 
 
 @dataclass
@@ -53,36 +53,31 @@ class MusiCoderEmbeddingOutput(ModelOutput):
 
 
 class _WindowPooling:
-    """Combines the hidden states of the overlapping windows of one clip. A time step covered by k windows gets 1/k of
-    each window's hidden state. With `pooling="mean"` the clip embedding is the mean over time steps (overlaps are not
-    counted twice); with `"mean_std"` the standard deviation over time steps follows it, each window's frames weighted
-    the same way (exact for a clip of one window); with `None`, one embedding per time step."""
+    """Pools one clip's hidden states window by window, as they come. The windows tile the clip (`window_spans`), so
+    with `pooling="mean"` the result is the mean over all its frames, with `"mean_std"` the mean and standard deviation
+    over all its frames (the windows' statistics combined exactly, Chan et al.), and with `None` one embedding per
+    frame."""
 
-    def __init__(self, spans: Sequence[tuple[int, int]], num_layers: int, hidden_size: int, pooling: str | None):
-        self.num_frames = max(stop for _, stop in spans)
-        coverage = torch.zeros(self.num_frames)
-        for first, stop in spans:
-            coverage[first:stop] += 1
-        self.weights = 1.0 / coverage
+    def __init__(self, num_frames: int, num_layers: int, hidden_size: int, pooling: str | None):
+        self.num_frames = num_frames
         self.pooling = pooling
-        shape = (num_layers, self.num_frames, hidden_size) if pooling is None else (num_layers, hidden_size)
+        shape = (num_layers, num_frames, hidden_size) if pooling is None else (num_layers, hidden_size)
         self.sums = torch.zeros(shape)
-        # Statistics pooling: each window's frames are centred on its own mean first (a stable streaming variance).
-        self.windows: list[tuple[torch.Tensor, torch.Tensor, float]] = []
+        # Statistics pooling: each window's squares are summed around its own mean (a stable streaming variance).
+        self.windows: list[tuple[torch.Tensor, torch.Tensor, int]] = []
 
     def add(self, first: int, stop: int, hidden: torch.Tensor) -> None:
-        """`hidden` `(num_layers, >= stop - first, hidden_size)`: one window's hidden states (padding is cut)."""
+        """`hidden` `(num_layers, >= stop - first, hidden_size)`: the hidden states of window `[first, stop)` (what is
+        past `stop - first` is padding and is cut)."""
         hidden = hidden[:, : stop - first]
-        weights = self.weights[first:stop, None]
-        weighted = hidden * weights
         if self.pooling is None:
-            self.sums[:, first:stop] += weighted
+            self.sums[:, first:stop] = hidden
             return
-        self.sums += weighted.sum(dim=1)
+        window_sum = hidden.sum(dim=1)
+        self.sums += window_sum
         if self.pooling == "mean_std":
-            total = float(weights.sum())
-            mean = weighted.sum(dim=1) / total
-            self.windows.append((mean, ((hidden - mean[:, None]).square() * weights).sum(dim=1), total))
+            window_mean = window_sum / (stop - first)
+            self.windows.append((window_mean, (hidden - window_mean[:, None]).square().sum(dim=1), stop - first))
 
     def result(self) -> torch.Tensor:
         if self.pooling is None:
@@ -90,10 +85,31 @@ class _WindowPooling:
         mean = self.sums / self.num_frames
         if self.pooling == "mean":
             return mean
-        # The windows' weighted sums of squares around their own means, plus their means' spread (Chan et al.).
-        squares = sum(window_squares + total * (window_mean - mean).square()
-                      for window_mean, window_squares, total in self.windows)
+        squares = sum(window_squares + count * (window_mean - mean).square()
+                      for window_mean, window_squares, count in self.windows)
         return torch.cat([mean, (squares / self.num_frames).clamp(min=STD_POOLING_VARIANCE_FLOOR).sqrt()], dim=-1)
+
+
+def encode_windows(encoder, clips: Sequence[torch.Tensor], pools: Sequence[_WindowPooling], batch_size: int,
+                   select=None) -> None:
+    """Encode featurised clips window by window (`window_spans`, as the model's `forward` reads them), `batch_size`
+    windows per forward pass, and feed each window's hidden states to its clip's pool. `select` maps the stacked
+    hidden states `(windows, num_layers + 1, frames, hidden)` to what is pooled (default: all of them)."""
+    window = encoder.config.max_position_embeddings
+    jobs = [(index, first, stop) for index, clip in enumerate(clips) for first, stop in window_spans(len(clip), window)]
+    device, dtype = encoder.device, encoder.dtype
+    for first_job in range(0, len(jobs), batch_size):
+        batch = jobs[first_job : first_job + batch_size]
+        inputs = pad_frames([clips[index][first:stop] for index, first, stop in batch])
+        outputs = encoder(
+            inputs["input_features"].to(device, dtype),
+            attention_mask=inputs["attention_mask"].to(device),
+            output_hidden_states=True,
+        )
+        hidden = torch.stack(outputs.hidden_states, dim=1)
+        hidden = (hidden if select is None else select(hidden)).float().cpu()
+        for row, (index, first, stop) in enumerate(batch):
+            pools[index].add(first, stop, hidden[row])
 
 
 @torch.no_grad()
@@ -101,24 +117,21 @@ def pooled_hidden_states(
     encoder,
     clips: Sequence[np.ndarray | torch.Tensor],
     pooling: str = "mean",
-    window_frames: int | None = None,
-    hop_frames: int | None = None,
     batch_size: int = 8,
     layer_weights: torch.Tensor | None = None,
 ) -> np.ndarray:
     """
     Every hidden state of an encoder, pooled over time, for clips that are already featurised.
 
-    Clips are windowed as [`MusiCoderEmbedder`] and the pipeline window audio (see `audio.resolve_window`), and the
-    windows are combined in the same way; the clips' frames are used as given (no feature extraction).
+    Clips longer than the model's window are read as its `forward` reads them (`window_spans`), and pooled over all
+    their frames, as [`MusiCoderEmbedder`] and the classifier pool; the clips' frames are used as given (no feature
+    extraction).
 
     Args:
         encoder (`MusiCoderModel`): the encoder (in eval mode for deterministic outputs).
         clips (sequence of `(frames, feature_size)` arrays or tensors): featurised clips of any length.
         pooling (`str`, *optional*, defaults to `"mean"`): `"mean"`, or `"mean_std"` (mean and standard deviation over
             time, concatenated).
-        window_frames, hop_frames (`int`, *optional*): window and hop in frames (default: the model's window, half
-            a window).
         batch_size (`int`, *optional*, defaults to 8): windows per forward pass.
         layer_weights (`torch.Tensor` of shape `(num_hidden_layers + 1,)`, *optional*): combine the hidden states
             frame by frame with these weights before pooling, as `MusiCoderForSequenceClassification` does with
@@ -131,33 +144,21 @@ def pooled_hidden_states(
     if pooling not in POOLING_MODES:
         raise ValueError(f"pooling must be one of {POOLING_MODES}, got {pooling!r}.")
     config = encoder.config
-    window_frames, hop_frames = resolve_window(window_frames, hop_frames, config.max_position_embeddings)
     clips = [torch.as_tensor(np.asarray(clip), dtype=torch.float32) for clip in clips]
     num_layers = config.num_hidden_layers + 1
+    select = None
     if layer_weights is not None:
-        layer_weights = torch.as_tensor(layer_weights, dtype=torch.float32).detach().cpu()
+        layer_weights = torch.as_tensor(layer_weights, dtype=torch.float32).detach()
         if layer_weights.shape != (num_layers,):
             raise ValueError(f"layer_weights must have one weight per hidden state ({num_layers}: the input embedding "
                              f"and {config.num_hidden_layers} layers), got shape {tuple(layer_weights.shape)}.")
-        layer_weights = layer_weights.view(1, -1, 1, 1)
-    spans = [chunk_spans(len(clip), window_frames, hop_frames) for clip in clips]
-    pools = [_WindowPooling(s, 1 if layer_weights is not None else num_layers, config.hidden_size, pooling)
-             for s in spans]
-    jobs = [(index, first, stop) for index, clip_spans in enumerate(spans) for first, stop in clip_spans]
-    device, dtype = encoder.device, encoder.dtype
-    for first_job in range(0, len(jobs), batch_size):
-        batch = jobs[first_job : first_job + batch_size]
-        inputs = pad_frames([clips[index][first:stop] for index, first, stop in batch])
-        outputs = encoder(
-            inputs["input_features"].to(device, dtype),
-            attention_mask=inputs["attention_mask"].to(device),
-            output_hidden_states=True,
-        )
-        hidden = torch.stack(outputs.hidden_states, dim=1).float().cpu()
-        if layer_weights is not None:
-            hidden = (hidden * layer_weights).sum(dim=1, keepdim=True)
-        for row, (index, first, stop) in enumerate(batch):
-            pools[index].add(first, stop, hidden[row])
+        weights = layer_weights.to(encoder.device).view(1, -1, 1, 1)
+
+        def select(hidden):
+            return (hidden.float() * weights).sum(dim=1, keepdim=True)
+
+    pools = [_WindowPooling(len(clip), 1 if select else num_layers, config.hidden_size, pooling) for clip in clips]
+    encode_windows(encoder, clips, pools, batch_size, select)
     return torch.stack([pool.result() for pool in pools]).numpy()
 
 
@@ -168,25 +169,14 @@ class MusiCoderEmbedder:
     Args:
         model (`MusiCoderPreTrainedModel`): a MusiCoder model with or without a head; its encoder is used.
         feature_extractor (`MusiCoderFeatureExtractor`): the checkpoint's feature extractor.
-        window_frames (`int`, *optional*): longest window the encoder sees, at most (and by default)
-            `config.max_position_embeddings` (1600 frames, about 37 s).
-        hop_frames (`int`, *optional*): hop between windows, by default half a window (MAEST's evaluation).
-        batch_size (`int`, *optional*, defaults to 4): windows per forward pass; bounds peak memory.
+        batch_size (`int`, *optional*, defaults to 4): windows (of at most `config.max_position_embeddings` frames) per
+            forward pass; bounds peak memory.
     """
 
-    def __init__(
-        self,
-        model,
-        feature_extractor,
-        window_frames: int | None = None,
-        hop_frames: int | None = None,
-        batch_size: int = 4,
-    ):
+    def __init__(self, model, feature_extractor, batch_size: int = 4, window_frames=None, hop_frames=None):
+        refuse_window_arguments(window_frames, hop_frames)
         self.encoder = model.base_model.eval()
         self.feature_extractor = feature_extractor
-        self.window_frames, self.hop_frames = resolve_window(
-            window_frames, hop_frames, self.encoder.config.max_position_embeddings
-        )
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}.")
         self.batch_size = batch_size
@@ -204,7 +194,7 @@ class MusiCoderEmbedder:
                 Default: float32.
             device (*optional*): where the encoder runs, e.g. `"cuda"`. Features are computed where the feature
                 extractor says (its `device`).
-            kwargs: the constructor's (`window_frames`, `hop_frames`, `batch_size`).
+            kwargs: the constructor's (`batch_size`).
         """
         model = AutoModel.from_pretrained(pretrained_model_name_or_path, **({} if dtype is None else {"dtype": dtype}))
         if device is not None:
@@ -270,31 +260,10 @@ class MusiCoderEmbedder:
         layers = self.resolve_layers(layers)
         extractor = self.feature_extractor
         waveforms = [load_audio(clip, extractor.sampling_rate, sampling_rate) for clip in clips]
-        plans = [
-            frame_windows(len(w), extractor.hop_length, extractor.n_fft, self.window_frames, self.hop_frames)
-            for w in waveforms
-        ]
-        pools = [
-            _WindowPooling([(w.first_frame, w.stop_frame) for w in plan], len(layers), self.hidden_size, pooling)
-            for plan in plans
-        ]
-        jobs = [(index, window) for index, plan in enumerate(plans) for window in plan]
-        device, dtype = self.encoder.device, self.encoder.dtype
-        for first in range(0, len(jobs), self.batch_size):
-            batch = jobs[first : first + self.batch_size]
-            inputs = extractor(
-                [waveforms[i][w.start : w.stop] for i, w in batch],
-                sampling_rate=extractor.sampling_rate,
-                return_tensors="pt",
-            )
-            outputs = self.encoder(
-                inputs["input_features"].to(device, dtype),
-                attention_mask=inputs["attention_mask"].to(device),
-                output_hidden_states=True,
-            )
-            hidden = torch.stack([outputs.hidden_states[layer] for layer in layers], dim=1).float().cpu()
-            for row, (index, window) in enumerate(batch):
-                pools[index].add(window.first_frame, window.stop_frame, hidden[row])
+        features = extractor(waveforms, sampling_rate=extractor.sampling_rate, padding=False)["input_features"]
+        features = [torch.as_tensor(np.asarray(frames), dtype=torch.float32) for frames in features]
+        pools = [_WindowPooling(len(frames), len(layers), self.hidden_size, pooling) for frames in features]
+        encode_windows(self.encoder, features, pools, self.batch_size, select=lambda hidden: hidden[:, list(layers)])
 
         results = []
         for pool in pools:

@@ -1,4 +1,4 @@
-"""Clip-level evaluation: chunked inference over any length, per-track aggregation, the paper's metrics, and the
+"""Clip-level evaluation: inference over any length, per-track aggregation, the paper's metrics, and the
 linear probe of frozen embeddings.
 
 Metrics go through `evaluate` with modules shipped in `musicoder_hf/metrics/` (the Hub copies do not load offline):
@@ -18,7 +18,7 @@ from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from .audio import chunk_spans, resolve_window
+from .audio import refuse_window_arguments
 from .data.labeled import MULTI_LABEL
 from .data_collator import pad_frames
 
@@ -66,38 +66,27 @@ def compute_metrics(logits: np.ndarray, references: np.ndarray, problem_type: st
 def predict_logits(
     model: torch.nn.Module,
     clips: Sequence[np.ndarray | torch.Tensor],
-    window: int | None = None,
-    hop: int | None = None,
     batch_size: int = 8,
+    window=None,
+    hop=None,
 ) -> np.ndarray:
-    """Clip logits from a sequence-classification model, for clips of any length.
+    """Clip logits from a sequence-classification model, for featurised clips (frames x 324) of any length.
 
-    Each clip (frames x 324, from the feature extractor) is cut into chunks as the pipeline cuts audio (see
-    `audio.resolve_window`: by default windows of the model's `max_position_embeddings` frames, hop half a window);
-    the clip's logits are the mean of its chunks' logits. Chunks of all clips are batched together, padded and masked,
-    so peak memory depends on `batch_size x window`, not on the clip length.
+    Clips are padded into batches of `batch_size` and passed to the model, which reads clips longer than its window in
+    windows itself (`window_spans`) and pools over every frame: the logits are `model(**feature_extractor(clip))`'s,
+    as in the pipeline.
     """
-    window, hop = resolve_window(window, hop, model.config.max_position_embeddings)
+    refuse_window_arguments(window, hop)
     device = next(model.parameters()).device
-    chunks, owners = [], []
-    for index, clip in enumerate(clips):
-        clip = torch.as_tensor(np.asarray(clip), dtype=torch.float32)
-        for start, stop in chunk_spans(len(clip), window, hop):
-            chunks.append(clip[start:stop])
-            owners.append(index)
     was_training = model.training
     model.eval()
-    chunk_logits = []
-    for first in range(0, len(chunks), batch_size):
-        batch = pad_frames(chunks[first : first + batch_size])
-        logits = model(**{key: value.to(device) for key, value in batch.items()}).logits
-        chunk_logits.append(logits.float().cpu())
+    logits = []
+    for first in range(0, len(clips), batch_size):
+        batch = pad_frames([torch.as_tensor(np.asarray(clip), dtype=torch.float32)
+                            for clip in clips[first : first + batch_size]])
+        logits.append(model(**{key: value.to(device) for key, value in batch.items()}).logits.float().cpu())
     model.train(was_training)
-    chunk_logits = torch.cat(chunk_logits)
-    owners = torch.tensor(owners)
-    totals = torch.zeros(len(clips), chunk_logits.shape[1]).index_add_(0, owners, chunk_logits)
-    counts = torch.bincount(owners, minlength=len(clips)).clamp(min=1).unsqueeze(1)
-    return (totals / counts).numpy()
+    return torch.cat(logits).numpy()
 
 
 def aggregate_by_group(values: np.ndarray, groups: Sequence) -> tuple[list, np.ndarray]:

@@ -9,8 +9,10 @@ or, for a saved checkpoint, from the command line (ONNX needs `pip install "musi
 
     musicoder-export --model_name_or_path pretrained/musicoder-small --output_dir onnx/musicoder-small
 
-The graph is the model only. Feature extraction stays outside it (`MusiCoderFeatureExtractor`, in PyTorch), and so does
-the windowing of audio longer than the model's window (`musicoder_hf.audio.frame_windows`, as the pipeline does).
+The graph is the model only, inside one window. Feature extraction stays outside it (`MusiCoderFeatureExtractor`, in
+PyTorch), and so does the windowing of inputs longer than the model's window, which the eager model does in `forward`:
+to run a long clip through a graph, cut its frames with `modeling_musicoder.window_spans` and run each window (a
+classifier graph then pools each window on its own, where the eager model pools over every frame of the clip).
 Inputs: `input_features` `(batch, frames, feature_size)` float32 and `attention_mask` `(batch, frames)` int32 (what the
 feature extractor returns), both dynamic in batch and frames. Frames run from 2 to `config.max_position_embeddings`:
 `torch.export` records that range and refuses other shapes; an ONNX runtime fails on the position-table addition above

@@ -22,6 +22,12 @@ import torch
 TORCH_CUDA_BATCH_SIZE = 64
 TORCH_CPU_BATCH_SAMPLES = 2**21
 
+# A clip longer than this many samples (plus the margins) is computed block by block: blocks of this many samples, each
+# read with `_TorchFilterbanks.reach` samples of context on both sides, the frames whose analysis reaches past the
+# block's context discarded. The features are the whole clip's (to float32 round-off) and the memory is one block's,
+# whatever the length of the track (47.5 s at 44.1 kHz).
+LONG_CLIP_BLOCK_SAMPLES = 2**21
+
 # librosa lowers the sampling rate between CQT octaves with soxr ("soxr_hq"), a linear-phase FIR decimator. The torch
 # backend applies the same FIR, by FFT blocks of DECIMATION_BLOCK samples (overlap-save). The FIR's taps and soxr's
 # start-up transient are measured from librosa itself (unit impulses through `librosa.resample`), keeping what stands
@@ -259,6 +265,7 @@ class _TorchFilterbanks:
     mel_groups: tuple[tuple[int, int, int, int, torch.Tensor], ...]
     dct: torch.Tensor  # (n_mels, n_mfcc)
     cqt_octaves: tuple[_CQTOctave, ...]  # top octave first
+    reach: int  # input samples on each side of a frame's centre that its features read (the lowest CQT octave's)
 
 
 @functools.lru_cache(maxsize=8)
@@ -293,7 +300,15 @@ def _build_torch_filterbanks(
         used = np.flatnonzero(np.any(mel[first:stop] != 0, axis=0))
         bins = slice(int(used[0]), int(used[-1]) + 1) if len(used) else slice(0, 1)
         mel_groups.append((first, stop, bins.start, bins.stop, tensor(mel[first:stop, bins].T)))
+    # A CQT frame reads half its wavelet at its octave's rate, plus what the decimators before it read; soxr's start-up
+    # correction (the first samples of each decimated signal) reaches as far again.
+    reach = n_fft // 2
+    for octave in octaves:
+        corrections = octave.decimator.start_correction if octave.decimator is not None else None
+        correction = 0 if corrections is None else corrections.shape[0] * octave.decimation
+        reach = max(reach, octave.kernels.shape[0] // 2 * octave.decimation + octave.reach + correction)
     return _TorchFilterbanks(
+        reach=reach,
         window=torch.hamming_window(n_fft, periodic=True, device=device),
         chroma_and_energy=tensor(np.concatenate([chroma, np.ones((1, n_fft // 2 + 1))]).T),
         mel_groups=tuple(mel_groups),
@@ -352,27 +367,34 @@ class TorchFeatureBackend:
         order = sorted(range(len(waveforms)), key=lambda i: -len(waveforms[i]))
 
         def has_room(batch):
+            if len(waveforms[batch[0]]) > long_clip:  # its first is its longest
+                return False
             if batch_size:
                 return len(batch) < batch_size
             if device.type == "cuda":
                 return len(batch) < TORCH_CUDA_BATCH_SIZE
             return (len(batch) + 1) * len(waveforms[batch[0]]) <= TORCH_CPU_BATCH_SAMPLES  # its first is its longest
 
+        filters = self.filterbanks(device)
+        long_clip = LONG_CLIP_BLOCK_SAMPLES + 2 * filters.reach
         batches = []
         for i in order:
             if batches and has_room(batches[-1]):
                 batches[-1].append(i)
             else:
                 batches.append([i])
-        before, after = self._margins(self.filterbanks(device))
+        before, after = self._margins(filters)
         results = [None] * len(waveforms)
         with torch.inference_mode():
             for batch in batches:
-                num_samples = torch.tensor([len(waveforms[i]) for i in batch], device=device)
-                audio = torch.zeros(len(batch), before + len(waveforms[batch[0]]) + after, device=device)
-                for row, i in enumerate(batch):
-                    audio[row, before : before + len(waveforms[i])] = torch.from_numpy(waveforms[i])
-                features, num_frames = self.frames(audio, num_samples, start=before)
+                if len(waveforms[batch[0]]) > long_clip:
+                    features, num_frames = self._frames_by_blocks(waveforms[batch[0]], device)
+                else:
+                    num_samples = torch.tensor([len(waveforms[i]) for i in batch], device=device)
+                    audio = torch.zeros(len(batch), before + len(waveforms[batch[0]]) + after, device=device)
+                    for row, i in enumerate(batch):
+                        audio[row, before : before + len(waveforms[i])] = torch.from_numpy(waveforms[i])
+                    features, num_frames = self.frames(audio, num_samples, start=before)
                 kept = num_frames if max_frames is None else num_frames.clamp(max=max_frames)
                 if cmvn_std_floor is not None:
                     features = self.cmvn(features, kept, cmvn_std_floor)
@@ -407,6 +429,15 @@ class TorchFeatureBackend:
             which the first `num_frames[i] = num_frames(num_samples[i])` frames of clip `i` are valid (the rest is
             garbage), and `num_frames`.
         """
+        chroma, mel, log_cqt, num_frames = self._frame_spectra(audio, num_samples, start)
+        return self._features(chroma, mel, log_cqt, num_frames), num_frames
+
+    def _frame_spectra(
+        self, audio: torch.Tensor, num_samples: torch.Tensor, start: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The frame-local part of `frames` (arguments alike): chroma (max-normed), mel power and log-CQT of each
+        frame, `(batch_size, frames, n)` each, and `num_frames`. What is left (MFCC, whose dB floor follows the clip's
+        loudest frame, and its delta) needs the whole clip: `_features`."""
         filters = self.filterbanks(audio.device)
         length = int(num_samples.max())
         num_frames = 1 + num_samples // self.hop_length
@@ -420,17 +451,50 @@ class TorchFeatureBackend:
 
         peak = chroma.amax(dim=-1, keepdim=True)  # librosa's max-norm per frame; all-zero frames stay zero
         chroma = chroma / torch.where(peak < torch.finfo(chroma.dtype).tiny, 1.0, peak)
+        audible = energy[..., 0] > 0
+        cqt = self._cqt(audio, start, num_samples, audible if (valid & ~audible).any() else None, filters)
+        log_cqt = torch.log(10.0 * cqt[:, :max_frames] + self.log_eps)
+        return chroma, mel, log_cqt, num_frames
+
+    def _features(
+        self, chroma: torch.Tensor, mel: torch.Tensor, log_cqt: torch.Tensor, num_frames: torch.Tensor
+    ) -> torch.Tensor:
+        """The features from `_frame_spectra`'s outputs, in `feature_layout` order."""
+        filters = self.filterbanks(mel.device)
+        valid = torch.arange(mel.shape[1], device=mel.device) < num_frames[:, None]
         # librosa.power_to_db(mel) with top_db=80 below the clip's own peak (over its valid frames only)
         mel_db = 10.0 * torch.log10(mel.clamp_min(1e-10))
         mel_db_peak = mel_db.masked_fill(~valid[..., None], -torch.inf).amax(dim=(1, 2), keepdim=True)
         mfcc = torch.maximum(mel_db, mel_db_peak - 80.0) @ filters.dct
         mfcc_delta = self.delta(mfcc, num_frames)
         log_mel = torch.log(10.0 * mel + self.log_eps)
+        return torch.cat([chroma, mfcc, mfcc_delta, log_mel, log_cqt], dim=-1)
 
-        audible = energy[..., 0] > 0
-        cqt = self._cqt(audio, start, num_samples, audible if (valid & ~audible).any() else None, filters)
-        log_cqt = torch.log(10.0 * cqt[:, :max_frames] + self.log_eps)
-        return torch.cat([chroma, mfcc, mfcc_delta, log_mel, log_cqt], dim=-1), num_frames
+    def _frames_by_blocks(self, waveform: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """`frames` of one long clip, block by block (see `LONG_CLIP_BLOCK_SAMPLES`): `(1, num_frames, feature_size)`
+        and `num_frames`. Each block's context starts on a frame centre, so its frames, and the samples of every
+        decimated octave, fall on the whole clip's."""
+        filters = self.filterbanks(device)
+        before, after = self._margins(filters)
+        hop = self.hop_length
+        total_frames = 1 + len(waveform) // hop
+        block_frames = max(1, LONG_CLIP_BLOCK_SAMPLES // hop)
+        context_frames = -(-filters.reach // hop) + 1
+        spectra = None
+        for first in range(0, total_frames, block_frames):
+            stop = min(first + block_frames, total_frames)
+            context_start = max(0, first - context_frames) * hop
+            context_stop = min(len(waveform), (stop + context_frames) * hop)
+            audio = torch.zeros(1, before + context_stop - context_start + after, device=device)
+            audio[0, before : audio.shape[1] - after] = torch.from_numpy(waveform[context_start:context_stop])
+            block = self._frame_spectra(audio, torch.tensor([context_stop - context_start], device=device), before)
+            offset = first - context_start // hop
+            if spectra is None:
+                spectra = [part.new_empty(1, total_frames, part.shape[-1]) for part in block[:3]]
+            for whole, part in zip(spectra, block[:3]):
+                whole[:, first:stop] = part[:, offset : offset + stop - first]
+        num_frames = torch.tensor([total_frames], device=device)
+        return self._features(*spectra, num_frames), num_frames
 
     def _power_products(
         self, frames: torch.Tensor, filters: _TorchFilterbanks

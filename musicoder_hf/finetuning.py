@@ -82,7 +82,8 @@ class FinetuningArguments:
     )
     max_frames: int | None = field(default=None, metadata={
         "help": "Training crop in frames, random per epoch (default: the model's window, config."
-        "max_position_embeddings: 300 frames = 7 s for the shipped checkpoint); evaluation windows whole clips."})
+        "max_position_embeddings: 300 frames = 7 s for the shipped checkpoint). Longer crops are read in windows, "
+        "as evaluation reads whole clips."})
     freeze_base_model: bool = field(default=False, metadata={
         "help": "Train the head only, on crops through the frozen encoder (--probe is the fast way)."})
     probe_epochs: int = field(default=100, metadata={
@@ -218,16 +219,8 @@ def build_model(args: FinetuningArguments, names: list[str], problem_type: str, 
 
 
 def training_crop(args: FinetuningArguments, config) -> int:
-    """`--max_frames`, or the model's window when not given; longer than the window is refused."""
-    window = config.max_position_embeddings
-    if args.max_frames is None:
-        return window
-    if args.max_frames > window:
-        raise ValueError(
-            f"--max_frames {args.max_frames} is longer than the model's window of {window} frames "
-            "(config.max_position_embeddings): give at most that, or leave --max_frames out to use the window."
-        )
-    return args.max_frames
+    """`--max_frames`, or the model's window when not given. A longer crop is read in windows by the model."""
+    return args.max_frames or config.max_position_embeddings
 
 
 def train_one(args, accelerator, data, info: LabelInfo, hyper, leader: dict,
@@ -300,7 +293,7 @@ def train_one(args, accelerator, data, info: LabelInfo, hyper, leader: dict,
 def fit_head(args, model, data, info: LabelInfo, batch_size: int, epochs: int,
              metric: str) -> tuple[list[dict], dict | None]:
     """The linear probe: fit `model.classifier` on the frozen encoder's pooled embeddings of whole clips (computed
-    once, windowed like the pipeline, with `config.classifier_pooling`, of the last layer or of the layers weighted
+    once, read in windows as the model's forward reads them, with `config.classifier_pooling`, of the last layer or of the layers weighted
     by the model's initial `layer_weights` with `config.use_weighted_layer_sum`), with dropout, for `epochs` epochs at
     `args.head_learning_rate`; the classifier is left at its best epoch on validation. Returns one record per epoch
     and the best epoch's validation scores (None if no score was finite).

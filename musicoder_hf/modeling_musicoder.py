@@ -33,6 +33,35 @@ def sinusoidal_position_table(num_positions: int, dim: int) -> torch.Tensor:
     return table
 
 
+def window_spans(num_frames: int, max_frames: int) -> list[tuple[int, int]]:
+    """
+    How MusiCoder reads a clip of `num_frames` valid frames when it is longer than its window: the fewest windows of
+    at most `max_frames` frames, end to end, of equal lengths (they differ by one frame at most). Every frame is in
+    exactly one window, and no window is a short remainder with little context: 1292 frames (a 30 s clip) in windows
+    of 300 are 5 windows of 258-259 frames. Each window is encoded on its own, with positions from 0.
+
+    The model's `forward` windows its input this way; the pipeline, `MusiCoderEmbedder` and the evaluation helpers
+    reach it through `forward` or call this function, so a clip gets the same result through every door.
+
+    Returns:
+        `list[tuple[int, int]]`: the windows `[start, stop)`, in order; one window `(0, num_frames)` for a clip that
+        fits.
+    """
+    if max_frames < 1:
+        raise ValueError(f"max_frames must be positive, got {max_frames}.")
+    count = max(1, -(-num_frames // max_frames))
+    length, longer = divmod(num_frames, count)
+    stops = [0]
+    for index in range(count):
+        stops.append(stops[-1] + length + (index < longer))
+    return list(zip(stops[:-1], stops[1:]))
+
+
+# Frames per encoder pass when a long input is read window by window: windows go through the encoder in groups of
+# about this many frames, so activation memory does not grow with the clip (only the outputs, one vector per frame).
+WINDOWED_FRAMES_PER_PASS = 8192
+
+
 class MusiCoderFrameEmbeddings(nn.Module):
     """Frame projection (324 -> hidden) plus sinusoidal positions, then LayerNorm and dropout as in BERT."""
 
@@ -414,15 +443,6 @@ class MusiCoderModel(MusiCoderPreTrainedModel):
                 f"`input_features` must have shape (batch_size, num_frames, {self.config.feature_size}), got "
                 f"{tuple(input_features.shape)}. Use MusiCoderFeatureExtractor to turn audio into frames."
             )
-        num_frames = input_features.shape[1]
-        if num_frames > self.config.max_position_embeddings:
-            raise ValueError(
-                f"Got {num_frames} frames but MusiCoder attends over at most {self.config.max_position_embeddings} "
-                f"frames per forward (config.max_position_embeddings; about "
-                f"{self.config.max_position_embeddings * 1024 / 44100:.0f} s at 44.1 kHz and hop 1024). Split longer "
-                "audio into chunks (the audio-classification "
-                "pipeline and the embedding API do this for you); the model never truncates silently."
-            )
         if attention_mask is not None:
             if attention_mask.shape != input_features.shape[:2]:
                 raise ValueError(
@@ -446,11 +466,17 @@ class MusiCoderModel(MusiCoderPreTrainedModel):
         r"""
         Args:
             input_features (`torch.FloatTensor` of shape `(batch_size, num_frames, feature_size)`):
-                Normalised acoustic frames from [`MusiCoderFeatureExtractor`], at most `max_position_embeddings` frames.
+                Normalised acoustic frames from [`MusiCoderFeatureExtractor`], any number of frames. A clip longer
+                than `config.max_position_embeddings` frames is read in windows (see [`window_spans`]): the fewest
+                windows that fit, end to end and of equal lengths, each encoded on its own with its own positions,
+                and put back in place, so `last_hidden_state` has one vector per input frame. Windows are planned on
+                each clip's valid frames, so padding a clip in a batch does not change its result.
             attention_mask (`torch.Tensor` of shape `(batch_size, num_frames)`, *optional*):
-                1 for valid frames, 0 for padding. Padding frames are never attended to.
+                1 for valid frames, 0 for padding. Padding frames are never attended to. In an input longer than the
+                window, the hidden states of padding frames are zeros.
             output_attentions / output_hidden_states / return_dict:
                 As everywhere in transformers. `hidden_states` holds the embeddings plus one entry per layer.
+                Attention weights are per window, so `output_attentions` needs an input that fits one window.
         """
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         output_hidden_states = (
@@ -459,6 +485,27 @@ class MusiCoderModel(MusiCoderPreTrainedModel):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         self._check_inputs(input_features, attention_mask)
 
+        if input_features.shape[1] <= self.config.max_position_embeddings:
+            output = self._encode(input_features, attention_mask, output_attentions, output_hidden_states, **kwargs)
+        else:
+            if output_attentions:
+                raise ValueError(
+                    f"output_attentions=True needs an input of at most {self.config.max_position_embeddings} frames "
+                    f"(config.max_position_embeddings), got {input_features.shape[1]}: a longer input is read in "
+                    "windows, each with its own attention. Pass the windows (`window_spans`) one by one to see them."
+                )
+            output = self._encode_in_windows(input_features, attention_mask, output_hidden_states, **kwargs)
+        return output if return_dict else output.to_tuple()
+
+    def _encode(
+        self,
+        input_features: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        output_attentions: bool,
+        output_hidden_states: bool,
+        **kwargs,
+    ) -> BaseModelOutput:
+        """The encoder over inputs of at most `max_position_embeddings` frames."""
         hidden_states = self.embeddings(input_features)
         mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden_states, attention_mask=attention_mask)
 
@@ -470,11 +517,52 @@ class MusiCoderModel(MusiCoderPreTrainedModel):
                 all_hidden_states += (hidden_states,)
             if output_attentions:
                 all_attentions += (attn_weights,)
-
-        output = BaseModelOutput(
+        return BaseModelOutput(
             last_hidden_state=hidden_states, hidden_states=all_hidden_states, attentions=all_attentions
         )
-        return output if return_dict else output.to_tuple()
+
+    def _encode_in_windows(
+        self, input_features: torch.Tensor, attention_mask: torch.Tensor | None, output_hidden_states: bool, **kwargs
+    ) -> BaseModelOutput:
+        """The encoder over inputs longer than its window: each clip's valid frames are cut by `window_spans`, the
+        windows of the whole batch are gathered, padded and encoded in groups of about `WINDOWED_FRAMES_PER_PASS`
+        frames, and their hidden states are put back at their frames."""
+        batch_size, num_frames, _ = input_features.shape
+        device = input_features.device
+        if attention_mask is None:
+            valid_frames = [torch.arange(num_frames, device=device)] * batch_size
+        else:
+            valid_frames = [row.nonzero().squeeze(-1) for row in attention_mask.bool()]
+        window_clip, window_frames = [], []  # per window: its clip, and the input frames it reads
+        for clip, frames in enumerate(valid_frames):
+            for start, stop in window_spans(len(frames), self.config.max_position_embeddings):
+                window_clip.append(clip)
+                window_frames.append(frames[start:stop])
+        longest = max(len(frames) for frames in window_frames)
+        window_mask = torch.zeros(len(window_frames), longest, dtype=torch.long, device=device)
+        frame_index = torch.zeros(len(window_frames), longest, dtype=torch.long, device=device)
+        for row, frames in enumerate(window_frames):
+            window_mask[row, : len(frames)] = 1
+            frame_index[row, : len(frames)] = frames
+        clip_index = torch.tensor(window_clip, device=device).unsqueeze(1).expand_as(frame_index)
+
+        group = max(1, WINDOWED_FRAMES_PER_PASS // longest)
+        states = None  # per hidden state: (batch_size, num_frames, hidden), filled group by group
+        for first in range(0, len(window_frames), group):
+            rows = slice(first, first + group)
+            windows = input_features[clip_index[rows], frame_index[rows]]
+            encoded = self._encode(windows, window_mask[rows], False, output_hidden_states, **kwargs)
+            per_state = encoded.hidden_states if output_hidden_states else (encoded.last_hidden_state,)
+            if states is None:
+                states = [hidden.new_zeros(batch_size, num_frames, hidden.shape[-1]) for hidden in per_state]
+            # Back in place: frame t of clip b gets the vector its window computed for it; padding frames stay zero.
+            valid = window_mask[rows].bool()
+            where = (clip_index[rows][valid], frame_index[rows][valid])
+            for placed, hidden in zip(states, per_state):
+                placed[where] = hidden[valid]
+        return BaseModelOutput(
+            last_hidden_state=states[-1], hidden_states=tuple(states) if output_hidden_states else None
+        )
 
 
 @dataclass
@@ -634,6 +722,14 @@ class MusiCoderForSequenceClassification(MusiCoderPreTrainedModel):
         pooled_size = 2 * config.hidden_size if config.classifier_pooling == "mean_std" else config.hidden_size
         self.classifier = nn.Linear(pooled_size, config.num_labels)
         self.post_init()
+
+    def freeze_feature_encoder(self):
+        """Stop gradients to the frame embedding (the projection of the 324-dim frames and its LayerNorm), the first
+        stage of the encoder, as wav2vec2's `freeze_feature_encoder` freezes its convolutional front end; the
+        transformer layers and the head keep training. transformers' audio-classification example calls it unless
+        `--freeze_feature_encoder False`."""
+        for param in self.musicoder.embeddings.parameters():
+            param.requires_grad = False
 
     def freeze_base_model(self):
         """Stop gradients to the encoder, so only the head (and layer weights) train: the linear-probe setting."""

@@ -2,11 +2,10 @@
 
 `MusiCoderAudioClassificationPipeline` is what `pipeline("audio-classification", model=<a MusiCoder checkpoint>)`
 returns once `musicoder_hf` is imported: it decodes files with errors that name them, resamples with librosa (the
-stock pipeline needs torchaudio, which does not load with CPU torch 2.13), downmixes, and classifies long tracks by
-windows of at most `window_frames` frames (default: the model's 1600, hop half a window, as in MAEST's evaluation).
-The prediction is the mean of the windows' logits, then softmax (single-label) or sigmoid (multi-label). Windows are
-produced lazily and batched by `batch_size`, so peak memory does not grow with the track length. For other models it
-behaves exactly like the stock pipeline.
+stock pipeline needs torchaudio, which does not load with CPU torch 2.13), downmixes, featurises the whole track and
+calls the model once. The model reads a track longer than its window in windows itself (`window_spans`) and pools
+over every frame, so the pipeline's logits are exactly `model(**feature_extractor(track))`'s, the same as in
+`Trainer`, `evaluate` loops or any script. For other models it behaves exactly like the stock pipeline.
 
 `MusiCoderFeatureExtractionPipeline` gives per-layer embeddings through the pipeline API:
 
@@ -14,12 +13,10 @@ behaves exactly like the stock pipeline.
 """
 
 from transformers import AutoModelForAudioClassification
-from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.pipelines import PIPELINE_REGISTRY, AudioClassificationPipeline, Pipeline
-from transformers.pipelines.base import ChunkPipeline
 from transformers.utils import logging
 
-from .audio import frame_windows, load_audio, resolve_window
+from .audio import load_audio, refuse_window_arguments
 from .embeddings import MusiCoderEmbedder
 
 
@@ -28,51 +25,29 @@ def _is_musicoder(model) -> bool:
     return getattr(model.config, "model_type", None) == "musicoder"
 
 
-class MusiCoderAudioClassificationPipeline(AudioClassificationPipeline, ChunkPipeline):
-    """
-    Audio classification over any length (see the module docstring). Extra call arguments:
-
-        window_frames (`int`, *optional*): frames per window, at most `max_position_embeddings` (default).
-        hop_frames (`int`, *optional*): hop between windows, default half a window.
-    """
+class MusiCoderAudioClassificationPipeline(AudioClassificationPipeline):
+    """Audio classification over any length (see the module docstring): a file path, bytes, an array or a
+    `{"array", "sampling_rate"}` dict in, the labels' scores out (softmax, or sigmoid for multi-label)."""
 
     def _sanitize_parameters(self, top_k=None, function_to_apply=None, window_frames=None, hop_frames=None, **kwargs):
-        preprocess_params, forward_params, postprocess_params = super()._sanitize_parameters(
-            top_k=top_k, function_to_apply=function_to_apply, **kwargs
-        )
-        if window_frames is not None:
-            preprocess_params["window_frames"] = window_frames
-        if hop_frames is not None:
-            preprocess_params["hop_frames"] = hop_frames
-        return preprocess_params, forward_params, postprocess_params
+        refuse_window_arguments(window_frames, hop_frames)
+        return super()._sanitize_parameters(top_k=top_k, function_to_apply=function_to_apply, **kwargs)
 
-    def preprocess(self, inputs, window_frames=None, hop_frames=None):
+    def preprocess(self, inputs):
         if not _is_musicoder(self.model):
-            yield {**super().preprocess(inputs), "is_last": True}
-            return
+            return super().preprocess(inputs)
         extractor = self.feature_extractor
-        window_frames, hop_frames = resolve_window(window_frames, hop_frames, self.model.config.max_position_embeddings)
-
         waveform = load_audio(inputs, extractor.sampling_rate)
-        windows = frame_windows(len(waveform), extractor.hop_length, extractor.n_fft, window_frames, hop_frames)
-        for position, window in enumerate(windows):
-            features = extractor(
-                waveform[window.start : window.stop], sampling_rate=extractor.sampling_rate, return_tensors="pt"
-            )
-            if self.dtype is not None:
-                features = features.to(dtype=self.dtype)
-            yield {**features, "is_last": position == len(windows) - 1}
+        features = extractor(waveform, sampling_rate=extractor.sampling_rate, return_tensors="pt")
+        if self.dtype is not None:
+            features = features.to(dtype=self.dtype)
+        return features
 
     def _forward(self, model_inputs):
-        is_last = model_inputs.pop("is_last")
-        return {"logits": self.model(**model_inputs).logits, "is_last": is_last}
-
-    def postprocess(self, model_outputs, top_k=5, function_to_apply=None):
-        # Mean of the windows' logits: each window is one clip for the model, as during fine-tuning.
-        logits = sum(output["logits"].float() for output in model_outputs) / len(model_outputs)
-        return super().postprocess(
-            SequenceClassifierOutput(logits=logits), top_k=top_k, function_to_apply=function_to_apply
-        )
+        outputs = self.model(**model_inputs)
+        if _is_musicoder(self.model):
+            outputs["logits"] = outputs.logits.float()  # scores from float32 logits, also for a bfloat16 model
+        return outputs
 
 
 class MusiCoderFeatureExtractionPipeline(Pipeline):
@@ -81,9 +56,8 @@ class MusiCoderFeatureExtractionPipeline(Pipeline):
 
     Call arguments: `layers` (`int` or `list[int]`, default all hidden states), `pooling` (`"auto"`, default: as
     the checkpoint's classifier pools, `config.classifier_pooling`; `"mean"`, `"mean_std"`, or `None` for one embedding
-    per time step), `window_frames`, `hop_frames`, `return_tensors` (default `False`: nested
-    lists, like the stock feature-extraction pipeline). Returns `(num_layers, hidden_size)` or
-    `(num_layers, num_frames, hidden_size)`.
+    per time step), `return_tensors` (default `False`: nested lists, like the stock feature-extraction pipeline).
+    Returns `(num_layers, hidden_size)` or `(num_layers, num_frames, hidden_size)`.
     """
 
     _load_processor = False
@@ -94,20 +68,16 @@ class MusiCoderFeatureExtractionPipeline(Pipeline):
     def _sanitize_parameters(
         self, layers=None, pooling="auto", window_frames=None, hop_frames=None, return_tensors=None, **kwargs
     ):
-        forward_params = {
-            "layers": layers,
-            "pooling": pooling,
-            "window_frames": window_frames,
-            "hop_frames": hop_frames,
-        }
+        refuse_window_arguments(window_frames, hop_frames)
+        forward_params = {"layers": layers, "pooling": pooling}
         postprocess_params = {} if return_tensors is None else {"return_tensors": return_tensors}
         return {}, forward_params, postprocess_params
 
     def preprocess(self, inputs):
         return {"waveform": load_audio(inputs, self.feature_extractor.sampling_rate)}
 
-    def _forward(self, model_inputs, layers=None, pooling="auto", window_frames=None, hop_frames=None):
-        embedder = MusiCoderEmbedder(self.model, self.feature_extractor, window_frames, hop_frames)
+    def _forward(self, model_inputs, layers=None, pooling="auto"):
+        embedder = MusiCoderEmbedder(self.model, self.feature_extractor)
         return {"embeddings": embedder(model_inputs["waveform"], layers=layers, pooling=pooling).embeddings}
 
     def postprocess(self, model_outputs, return_tensors=False):

@@ -10,7 +10,7 @@ import torch
 from test_hub_integration import LABELS, SAMPLING_RATE, direct_scores, music_like_clip, save_classifier
 from transformers import pipeline
 
-from musicoder_hf.audio import frame_windows, load_audio
+from musicoder_hf.audio import load_audio
 from musicoder_hf.feature_extraction_musicoder import to_mono_waveform
 
 requires_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="the ffmpeg program is not installed")
@@ -226,26 +226,3 @@ def test_feature_extractor_refuses_a_wrong_rate_with_the_fix(classifier_folder):
     with pytest.raises(ValueError, match=r"48000 Hz.*expects 44100 Hz.*librosa.resample"):
         feature_extractor(np.zeros(48000, np.float32), sampling_rate=48000)
 
-
-# ---------------------------------------------------------------- window planning
-
-
-@pytest.mark.parametrize("num_samples", [2048, 5000, 1024 * 1599, 1024 * 1600, 44100 * 90 + 17])
-def test_windows_cover_every_frame_with_exact_frame_counts(num_samples):
-    windows = frame_windows(num_samples, hop_length=1024, n_fft=2048, window_frames=1600, hop_frames=800)
-    total = 1 + num_samples // 1024
-    covered = np.zeros(total, dtype=int)
-    for window in windows:
-        assert window.stop_frame - window.first_frame <= 1600
-        # The window's own centred frames are exactly the track frames it stands for.
-        assert 1 + (window.stop - window.start) // 1024 == window.stop_frame - window.first_frame
-        assert window.start == window.first_frame * 1024
-        covered[window.first_frame : window.stop_frame] += 1
-    assert covered.min() >= 1 and windows[-1].stop_frame == total
-
-
-def test_window_settings_are_validated():
-    with pytest.raises(ValueError, match="window_frames=2 is too small"):
-        frame_windows(10**6, hop_length=1024, n_fft=2048, window_frames=2, hop_frames=1)
-    with pytest.raises(ValueError, match="hop_frames"):
-        frame_windows(10**6, hop_length=1024, n_fft=2048, window_frames=100, hop_frames=101)

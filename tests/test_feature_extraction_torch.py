@@ -193,6 +193,35 @@ def test_digital_silence_deviates_only_below_the_noise_floor(librosa_fe, torch_f
     assert np.corrcoef(ref_cmvn.ravel(), got_cmvn.ravel())[0, 1] > 0.99
 
 
+def test_long_clips_are_computed_block_by_block_as_a_whole(monkeypatch, librosa_fe, torch_fe):
+    """A clip longer than `LONG_CLIP_BLOCK_SAMPLES` is computed block by block with context on both sides, so memory
+    does not grow with the track: the features are the whole clip's, the MFCC floor included (the clip's peak)."""
+    from musicoder_hf import feature_extraction_musicoder_torch as torch_module
+
+    y = band_music(seconds=12.0, seed=2, silent_gap=(5.0, 6.5))
+    whole = torch_fe._extract_frames(y)
+    blocks = []
+    spectra = torch_module.TorchFeatureBackend._frame_spectra
+    monkeypatch.setattr(torch_module.TorchFeatureBackend, "_frame_spectra",
+                        lambda self, audio, *args: blocks.append(audio.shape[1]) or spectra(self, audio, *args))
+    monkeypatch.setattr(torch_module, "LONG_CLIP_BLOCK_SAMPLES", 2**16)  # 1.5 s blocks
+    blocked = torch_fe._extract_frames(y)
+    assert len(blocks) == 9 and max(blocks) < len(y) / 2
+    assert blocked.shape == whole.shape == (1 + len(y) // 1024, 324)
+    layout = torch_fe.feature_layout
+    others = {name: span for name, span in layout.items() if name != "log_cqt"}
+    assert_blocks_close(others, whole, blocked, dict.fromkeys(others, 1e-5))
+    # Log-CQT: the same up to float32 round-off, which differs (FFT blocks fall elsewhere) below the noise floor.
+    start, stop = layout["log_cqt"]
+    quiet = np.maximum(whole, blocked)[:, start:stop] < whole[:, start:stop].max() - NOISE_FLOOR_NEPERS
+    assert np.abs(whole - blocked)[:, start:stop][~quiet].max() < RAW_TOLERANCE["log_cqt"]
+    deep = slice(int(5.6 * SR) // 1024, int(5.9 * SR) // 1024)
+    np.testing.assert_array_equal(blocked[deep, stop - 48 : stop], whole[deep, stop - 48 : stop])
+    # ... and so they match the librosa reference on music, as the whole clip's do.
+    y = band_music(seconds=12.0)
+    assert_blocks_close(layout, librosa_fe._extract_frames(y), torch_fe._extract_frames(y), RAW_TOLERANCE)
+
+
 def test_silence_is_finite_and_exact(torch_fe):
     raw = torch_fe._extract_frames(np.zeros(SR, dtype=np.float32))
     layout = torch_fe.feature_layout

@@ -11,7 +11,6 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from pretraining_helpers import TINY, structured_clips
 
 from musicoder_hf import MusiCoderConfig, MusiCoderForSequenceClassification
-from musicoder_hf.audio import chunk_spans
 from musicoder_hf.evaluation import aggregate_by_group, compute_metrics, predict_logits
 from musicoder_hf.finetuning import FinetuningArguments, evaluate_split, finetune, grid_points
 
@@ -68,28 +67,18 @@ def test_table4_grid_has_the_papers_54_settings():
     assert {p["per_device_train_batch_size"] for p in points} == {16, 24, 32}
 
 
-def test_chunk_spans_cover_every_frame_with_half_overlap():
-    spans = chunk_spans(3500, window=1600, hop=800)
-    assert spans == [(0, 1600), (800, 2400), (1600, 3200), (1900, 3500)]
-    covered = np.zeros(3500, bool)
-    for start, stop in spans:
-        covered[start:stop] = True
-    assert covered.all()
-    assert chunk_spans(900, 1600, 800) == [(0, 900)]
-
-
-def test_predict_logits_is_the_mean_of_chunk_logits():
+def test_predict_logits_is_the_models_forward_on_each_whole_clip():
+    """Evaluation scores a clip as `model(clip)` does: a clip longer than the window is read in windows by the model,
+    and the clips of a padded batch keep their own logits."""
     torch.manual_seed(0)
     model = MusiCoderForSequenceClassification(MusiCoderConfig(
         hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64, num_labels=3,
-        max_position_embeddings=64)).eval()
-    long_clip, short_clip = torch.randn(150, 324), torch.randn(20, 324)
-    logits = predict_logits(model, [long_clip, short_clip], batch_size=2)
-    with torch.no_grad():
-        by_hand = torch.stack([model(long_clip[a:b][None]).logits[0] for a, b in chunk_spans(150, 64, 32)]).mean(0)
-        short = model(short_clip[None]).logits[0]
-    np.testing.assert_allclose(logits[0], by_hand.numpy(), atol=1e-5)
-    np.testing.assert_allclose(logits[1], short.numpy(), atol=1e-5)
+        max_position_embeddings=64, classifier_pooling="mean_std")).eval()
+    clips = [torch.randn(150, 324), torch.randn(20, 324), torch.randn(64, 324)]
+    logits = predict_logits(model, clips, batch_size=2)
+    for clip, row in zip(clips, logits):
+        with torch.no_grad():
+            np.testing.assert_allclose(row, model(clip[None]).logits[0].numpy(), atol=1e-5)
 
 
 def test_metrics_match_sklearn_and_groups_average():

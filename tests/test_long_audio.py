@@ -12,7 +12,8 @@ from test_hub_integration import SAMPLING_RATE, music_like_clip, save_classifier
 from transformers import pipeline
 
 from musicoder_hf import MusiCoderEmbedder, MusiCoderFeatureExtractionPipeline, hear
-from musicoder_hf.audio import frame_windows
+from musicoder_hf.embeddings import pooled_hidden_states
+from musicoder_hf.modeling_musicoder import masked_pool
 
 HOP = 1024
 
@@ -30,30 +31,23 @@ def long_clip():
     return np.concatenate([music_like_clip(seconds=10.0, seed=seed) for seed in range(5)])
 
 
-def window_logits_by_hand(model, feature_extractor, clip, window_frames, hop_frames):
-    logits = []
-    for window in frame_windows(len(clip), HOP, 2048, window_frames, hop_frames):
-        inputs = feature_extractor(clip[window.start : window.stop], sampling_rate=SAMPLING_RATE, return_tensors="pt")
-        assert inputs["input_features"].shape[1] == window.stop_frame - window.first_frame
-        with torch.no_grad():
-            logits.append(model(**inputs).logits[0])
-    return torch.stack(logits)
-
-
-@pytest.mark.parametrize(("window_frames", "hop_frames", "batch_size"), [(None, None, 1), (400, 100, 3)])
-def test_pipeline_averages_window_logits(folder_model_extractor, long_clip, window_frames, hop_frames, batch_size):
+def test_pipeline_scores_are_the_models_forward_on_the_whole_clip(folder_model_extractor, long_clip):
+    """The pipeline featurises the whole track and calls the model once: its scores are exactly those of
+    `model(**feature_extractor(clip))`, which reads the 2154 frames in two windows of 1077. In a batch, clips of other
+    lengths are padded next to it and each keeps its own scores."""
     folder, model, feature_extractor = folder_model_extractor
-    by_hand = window_logits_by_hand(model, feature_extractor, long_clip, window_frames or 1600, hop_frames or 800)
-    assert len(by_hand) == (2 if window_frames is None else 19)  # 2154 frames
-    expected = by_hand.mean(0).softmax(-1)
-
-    classifier = pipeline("audio-classification", model=str(folder), batch_size=batch_size)
-    kwargs = {} if window_frames is None else {"window_frames": window_frames, "hop_frames": hop_frames}
-    result = classifier(long_clip, top_k=None, **kwargs)
+    clips = [long_clip, long_clip[: SAMPLING_RATE * 4], long_clip[SAMPLING_RATE * 7 : SAMPLING_RATE * 46]]
     labels = model.config.id2label
-    for r in result:
-        label_id = next(i for i, name in labels.items() if name == r["label"])
-        assert r["score"] == pytest.approx(expected[label_id].item(), abs=1e-5)
+    for batch_size in (1, 3):
+        classifier = pipeline("audio-classification", model=str(folder), batch_size=batch_size)
+        results = classifier(clips, top_k=None)
+        for clip, result in zip(clips, results):
+            inputs = feature_extractor(clip, sampling_rate=SAMPLING_RATE, return_tensors="pt")
+            with torch.no_grad():
+                expected = model(**inputs).logits[0].softmax(-1)
+            for r in result:
+                label_id = next(i for i, name in labels.items() if name == r["label"])
+                assert r["score"] == pytest.approx(expected[label_id].item(), abs=1e-5)
 
 
 def test_saved_pipeline_stays_a_builtin_task(folder_model_extractor, tmp_path):
@@ -72,10 +66,13 @@ def test_saved_pipeline_stays_a_builtin_task(folder_model_extractor, tmp_path):
     assert reloaded(clip, top_k=1)[0]["label"] == classifier(clip, top_k=1)[0]["label"]
 
 
-def test_pipeline_refuses_windows_longer_than_the_model(folder_model_extractor, long_clip):
-    classifier = pipeline("audio-classification", model=str(folder_model_extractor[0]))
-    with pytest.raises(ValueError, match="exceeds the model's max_position_embeddings=1600"):
-        classifier(long_clip, window_frames=2000)
+def test_window_arguments_of_earlier_versions_get_an_explanation(folder_model_extractor, long_clip):
+    folder, model, feature_extractor = folder_model_extractor
+    classifier = pipeline("audio-classification", model=str(folder))
+    with pytest.raises(ValueError, match="reads inputs longer than its window"):
+        classifier(long_clip, window_frames=400)
+    with pytest.raises(ValueError, match="reads inputs longer than its window"):
+        MusiCoderEmbedder(model, feature_extractor, hop_frames=200)
 
 
 def test_embeddings_of_a_short_clip_are_the_hidden_states(folder_model_extractor):
@@ -100,27 +97,25 @@ def test_embeddings_of_a_short_clip_are_the_hidden_states(folder_model_extractor
         embedder(clip, layers=3)
 
 
-def test_embeddings_of_a_long_clip_average_overlapping_windows(folder_model_extractor, long_clip):
+@pytest.mark.parametrize("pooling", ["mean", "mean_std"])
+def test_embeddings_of_a_long_clip_are_the_models_hidden_states(folder_model_extractor, long_clip, pooling):
+    """The embedder reads a long clip window by window, `batch_size` windows at a time, exactly as the model's forward
+    reads it, and pools over all its frames, as the classifier pools."""
     folder, model, feature_extractor = folder_model_extractor
-    embedder = MusiCoderEmbedder.from_pretrained(folder, window_frames=400, hop_frames=200, batch_size=3)
-    per_frame = embedder(long_clip, layers=[-1], pooling=None).embeddings[0]
-    total_frames = 1 + len(long_clip) // HOP
-    assert per_frame.shape == (total_frames, 32)
+    inputs = feature_extractor(long_clip, sampling_rate=SAMPLING_RATE, return_tensors="pt")
+    with torch.no_grad():
+        hidden_states = model.base_model(**inputs, output_hidden_states=True).hidden_states
+    embedder = MusiCoderEmbedder.from_pretrained(folder, batch_size=1)
+    per_frame = embedder(long_clip, pooling=None).embeddings
+    assert per_frame.shape == (3, 1 + len(long_clip) // HOP, 32)
+    torch.testing.assert_close(per_frame, torch.cat(hidden_states), atol=1e-5, rtol=1e-5)
 
-    windows = frame_windows(len(long_clip), HOP, 2048, 400, 200)
-    hidden = []
-    for window in windows:
-        inputs = feature_extractor(
-            long_clip[window.start : window.stop], sampling_rate=SAMPLING_RATE, return_tensors="pt"
-        )
-        with torch.no_grad():
-            hidden.append(model.base_model(**inputs).last_hidden_state[0])
-    # Frames 0-199 are only in window 0; frames 200-399 are in windows 0 and 1: their mean.
-    torch.testing.assert_close(per_frame[:200], hidden[0][:200], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(per_frame[200:400], (hidden[0][200:] + hidden[1][:200]) / 2, atol=1e-5, rtol=1e-5)
-    # The clip embedding is the mean over time steps: overlaps are not counted twice.
-    pooled = embedder(long_clip, layers=[-1]).embeddings[0]
-    torch.testing.assert_close(pooled, per_frame.mean(0), atol=1e-5, rtol=1e-5)
+    pooled = embedder(long_clip, layers=[-1], pooling=pooling).embeddings[0]
+    torch.testing.assert_close(pooled, masked_pool(hidden_states[-1], None, pooling)[0], atol=1e-5, rtol=1e-5)
+    frames = inputs["input_features"][0]
+    torch.testing.assert_close(
+        torch.from_numpy(pooled_hidden_states(model.base_model, [frames], pooling, batch_size=3)[0, -1]), pooled,
+        atol=1e-5, rtol=1e-5)
 
 
 def test_feature_extraction_pipeline_matches_the_embedder(folder_model_extractor, long_clip):
@@ -179,7 +174,7 @@ def write_track(path, minutes, sampling_rate=48000):
             track.write(np.stack([mono, 0.8 * mono], axis=1))
 
 
-def test_ten_minute_track_classifies_with_memory_close_to_a_30_second_clip(folder_model_extractor, tmp_path):
+def test_ten_minute_track_needs_memory_for_its_waveform_and_features_only(folder_model_extractor, tmp_path):
     folder = folder_model_extractor[0]
     warm_up = tmp_path / "warm_up.wav"
     soundfile.write(warm_up, music_like_clip(seconds=3.0), SAMPLING_RATE)
@@ -192,7 +187,9 @@ def test_ten_minute_track_classifies_with_memory_close_to_a_30_second_clip(folde
         assert run.returncode == 0, run.stderr[-3000:]
         growth[minutes] = int(run.stdout.split()[-1])
     print(f"peak memory growth: 30 s track {growth[0.5]} MiB, 10 min track {growth[10]} MiB")
-    # What must grow: the decoded 10-minute mono waveform, 101 MiB at 44.1 kHz float32 (the file is decoded, downmixed
-    # and resampled block by block). A full-length forward pass would need the 25,840-frame attention matrix, about
-    # 10 GiB per layer for this 4-head model; windows keep everything else the size of one window.
-    assert growth[10] - growth[0.5] < 101 + 60, growth
+    # What may grow: the decoded 10-minute mono waveform, 101 MiB at 44.1 kHz float32 (the file is decoded, downmixed
+    # and resampled block by block), and the track's features, 32 MiB (25,840 frames x 324 float32), of which the
+    # extractor holds up to three copies for a moment (its output, normalised, as a tensor). Features are computed
+    # block by block and the model reads windows in bounded groups: a full-length forward pass would need the
+    # 25,840-frame attention matrix, about 10 GiB per layer for this 4-head model.
+    assert growth[10] - growth[0.5] < 101 + 3 * 32 + 30, growth

@@ -307,11 +307,6 @@ class TestEncoder:
         assert output.attentions[0].shape == (2, 4, 10, 10)
         assert output.attentions[0][1, :, :, 6:].abs().max() == 0  # nobody attends to padding
 
-    def test_too_long_input_is_refused_not_truncated(self):
-        model = MusiCoderModel(tiny_config(max_position_embeddings=16))
-        with pytest.raises(ValueError, match="at most 16 frames"):
-            model(torch.zeros(1, 17, 324))
-
     @pytest.mark.parametrize(
         "features, mask, message",
         [

@@ -278,8 +278,8 @@ def main(argv=None) -> int:
     model.config.attention_probs_dropout_prob = 0.1  # the default for whoever fine-tunes it
     model.config.classifier_pooling = args.classifier_pooling
     # The encoder only ever saw crops of max_frames frames: on longer sequences its masked-reconstruction loss
-    # triples (length extrapolation). Its window is therefore max_frames: the pipeline, the embedder and fine-tuning
-    # cut longer audio into half-overlapping windows of that length.
+    # triples (length extrapolation). Its window is therefore max_frames: the model reads longer clips in windows of
+    # at most that length (`window_spans`).
     model.config.max_position_embeddings = args.max_frames
     model.save_pretrained(output_dir, safe_serialization=True)  # with the code files for trust_remote_code
     feature_extractor.save_pretrained(output_dir)

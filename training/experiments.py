@@ -558,7 +558,7 @@ def _finetune_job(dataset_path: str, rows: dict, init: str | None, scale: Experi
 def _probe_job(dataset_path: str, init: str | None, targets: np.ndarray, splits: list, problem_type: str,
                scale: ExperimentScale, seed: int) -> dict:
     """MLP probe (MARBLE: one 512-unit hidden layer) on every layer's frozen, mean-pooled embedding, every split. Long
-    clips are windowed as the pipeline windows them."""
+    clips are read in windows as the model reads them."""
     started = time.time()
     encoder = load_encoder(init, scale, seed)
     encoder.eval()
@@ -1225,9 +1225,9 @@ def render_shipped_markdown(shipped: dict) -> str:
     folk, instruments = shipped["tasks"]["folk"], shipped["tasks"]["instruments"]
     lines = [f"## The shipped checkpoint `{shipped['model']}`", "",
              "Frozen probes: logistic regression (C on validation) on the clip embedding of one layer or of all "
-             "layers, pooled over time (mean, or mean and standard deviation), windowed as the pipeline windows; the "
-             "same architecture with random weights shows what pre-training adds. Hand-crafted rows: the same "
-             "classifier on clip statistics of the raw frames. Same splits as above.", "",
+             "layers, pooled over time (mean, or mean and standard deviation), long clips read in windows as the "
+             "model reads them; the same architecture with random weights shows what pre-training adds. "
+             "Hand-crafted rows: the same classifier on clip statistics of the raw frames. Same splits as above.", "",
              "| row | folk accuracy | instruments ROC-AUC macro | instruments PR-AUC macro |", "|---|---|---|---|"]
     for key in folk["rows"]:
         f_sum, i_sum = folk["rows"][key]["summary"], instruments["rows"][key]["summary"]

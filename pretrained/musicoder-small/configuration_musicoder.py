@@ -57,8 +57,9 @@ class MusiCoderConfig(PreTrainedConfig):
         hidden_dropout_prob (`float`, defaults to 0.1): Dropout after embeddings, attention output and feed-forward.
         attention_probs_dropout_prob (`float`, defaults to 0.1): Dropout on attention probabilities.
         max_position_embeddings (`int`, defaults to 1600):
-            Longest sequence (frames) one forward accepts: 1600 frames is about 37 s at 44.1 kHz / hop 1024. Longer audio
-            must be chunked by the caller; the model refuses it rather than truncating.
+            The window: the longest run of frames the encoder attends over at once (1600 frames is about 37 s at
+            44.1 kHz / hop 1024), and the size of the position table. `forward` takes inputs of any length and reads
+            longer ones in windows of at most this many frames (`window_spans`); nothing is truncated.
         initializer_range (`float`, defaults to 0.02): Std of the truncated-normal weight initialiser.
         layer_norm_eps (`float`, defaults to 1e-12): LayerNorm epsilon.
         cfm_mask_ratio (`float`, defaults to 0.15): Share of valid frames selected by CFM.

@@ -65,6 +65,11 @@ STATISTICS_FIX = (
 )
 
 
+def _row_blocks(num_rows: int, block: int = 4096) -> list[slice]:
+    """Slices of at most `block` rows covering `range(num_rows)`: normalisation runs in float64 block by block."""
+    return [slice(first, min(first + block, num_rows)) for first in range(0, num_rows, block)] or [slice(0, 0)]
+
+
 def to_mono_waveform(audio, where: str = "The audio") -> np.ndarray:
     """
     One clip held in memory -> a mono float32 waveform, checked.
@@ -520,15 +525,21 @@ class MusiCoderFeatureExtractor(SequenceFeatureExtractor):
             `np.ndarray` (float32) of the same shape: valid frames have zero mean and unit variance per channel
             (constant channels become 0), padding frames equal `padding_value`.
         """
-        features = np.asarray(features, dtype=np.float64)  # float64 so that a constant channel subtracts to exactly 0
+        # float64 so that a constant channel subtracts to exactly 0; by blocks of frames, so that a long track needs
+        # no float64 copy of its features.
+        features = np.asarray(features)
         valid = np.ones(len(features), dtype=bool) if attention_mask is None else np.asarray(attention_mask) > 0
-        out = np.full(features.shape, padding_value, dtype=np.float64)
-        if valid.any():
-            frames = features[valid]
-            mean = frames.mean(axis=0)
-            std = np.maximum(frames.std(axis=0), CMVN_STD_FLOOR)
-            out[valid] = (frames - mean) / std
-        return out.astype(np.float32)
+        out = np.full(features.shape, padding_value, dtype=np.float32)
+        count = int(valid.sum())
+        if count:
+            blocks = [(features[rows][valid[rows]].astype(np.float64), rows) for rows in _row_blocks(len(features))]
+            mean = sum(block.sum(axis=0) for block, _ in blocks) / count
+            variance = sum(np.square(block - mean).sum(axis=0) for block, _ in blocks) / count
+            std = np.maximum(np.sqrt(variance), CMVN_STD_FLOOR)
+            for rows in _row_blocks(len(features)):
+                kept = valid[rows]
+                out[rows][kept] = (features[rows][kept].astype(np.float64) - mean) / std
+        return out
 
     @staticmethod
     def standardize(
@@ -555,12 +566,14 @@ class MusiCoderFeatureExtractor(SequenceFeatureExtractor):
             `np.ndarray` (float32) of the same shape: valid frames are `(x - feature_mean) / feature_std` (computed in
             float64), padding frames equal `padding_value`.
         """
-        features = np.asarray(features, dtype=np.float64)
+        features = np.asarray(features)
         valid = np.ones(len(features), dtype=bool) if attention_mask is None else np.asarray(attention_mask) > 0
         mean = np.asarray(feature_mean, dtype=np.float64)
         std = np.asarray(feature_std, dtype=np.float64)
-        out = np.where(valid[:, None], (features - mean) / std, padding_value)
-        return out.astype(np.float32)
+        out = np.empty(features.shape, dtype=np.float32)
+        for rows in _row_blocks(len(features)):  # no float64 copy of a long track's features
+            out[rows] = np.where(valid[rows, None], (features[rows].astype(np.float64) - mean) / std, padding_value)
+        return out
 
     def normalize(self, input_features: list[np.ndarray], attention_mask: list[np.ndarray] | None = None):
         """
