@@ -1,13 +1,20 @@
 # One-command set-up for a fresh Debian machine (root or passwordless sudo): system packages, a virtualenv, the tests.
+# `make test PYTHON=python3.13` tests another Python (3.11-3.13); `make test-oldest` tests the oldest dependency
+# versions the package allows (constraints/oldest.txt). docs/install.md has the tested versions.
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
 PY := $(VENV)/bin/python
+OLDEST_PYTHON ?= python3.11
+OLDEST_VENV := .venv-oldest
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Where torch comes from, if not the package index's default build: e.g. https://download.pytorch.org/whl/cpu for the
+# CPU build (a few hundred MB instead of several GB of CUDA libraries).
+TORCH_INDEX_URL ?=
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install system-deps test demo paper pretrained clean
+.PHONY: install system-deps test test-oldest demo paper pretrained clean
 
 # ffmpeg: the audio-classification pipeline decodes file paths with it, and torchcodec links its libraries.
 # fluidsynth + fluid-soundfont-gm: build-tasks renders the music21 corpus to audio.
@@ -22,15 +29,32 @@ system-deps:
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# torch first and pinned: an unpinned torch pulls several GB of CUDA wheels on a CPU machine.
-	$(PY) -m pip install -q "torch==2.13.0"
+	$(if $(TORCH_INDEX_URL),$(PY) -m pip install -q torch torchcodec --index-url $(TORCH_INDEX_URL))
+	# The newest versions the index serves within pyproject.toml's ranges: what a new user gets today.
 	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m musicoder_hf.versions
 	touch $@
 
 install: system-deps $(VENV)/.installed
 
 test: install
 	$(PY) -m pytest -q -p no:warnings
+
+# The oldest versions pyproject.toml allows, in their own virtualenv: the model, the feature extractor (against
+# librosa), the pipeline, the Hub surface and trust_remote_code, transformers' conformance mixins, Trainer.
+OLDEST_TESTS := tests/test_modeling_musicoder.py tests/test_feature_extraction_musicoder.py \
+	tests/test_feature_extraction_torch.py tests/test_hub_integration.py tests/test_long_audio.py \
+	tests/test_any_length.py tests/test_checkpoint_loading.py tests/test_pooling.py tests/test_data_collator.py \
+	tests/test_shipped_checkpoint.py tests/test_audio_inputs.py
+$(OLDEST_VENV)/.installed: pyproject.toml constraints/oldest.txt
+	$(OLDEST_PYTHON) -m venv $(OLDEST_VENV)
+	$(OLDEST_VENV)/bin/python -m pip install -q --upgrade pip
+	$(OLDEST_VENV)/bin/python -m pip install -q -c constraints/oldest.txt -e ".[dev]"
+	$(OLDEST_VENV)/bin/python -m musicoder_hf.versions --expect constraints/oldest.txt
+	touch $@
+
+test-oldest: system-deps $(OLDEST_VENV)/.installed
+	$(OLDEST_VENV)/bin/python -m pytest -q -p no:warnings $(OLDEST_TESTS)
 
 # The main job: real music -> pre-training -> fine-tuning -> evaluation -> Hub folder -> pipeline (runs/demo/report.md).
 demo: install
@@ -49,4 +73,4 @@ pretrained: install
 		--evaluation runs/paper/shipped_results.json
 
 clean:
-	rm -rf $(VENV) .cache
+	rm -rf $(VENV) $(OLDEST_VENV) .cache

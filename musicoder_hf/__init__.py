@@ -8,6 +8,8 @@ loads with `trust_remote_code=True` where this package is not installed. It also
 (`MusiCoderAudioClassificationPipeline`; unchanged for other models).
 """
 
+import importlib.metadata
+
 from transformers import (
     AutoConfig,
     AutoFeatureExtractor,
@@ -42,7 +44,10 @@ MusiCoderConfig.register_for_auto_class()
 MusiCoderFeatureExtractor.register_for_auto_class("AutoFeatureExtractor")
 register_pipelines()
 
-__version__ = "0.1.0"
+try:  # the one place the version is written is pyproject.toml
+    __version__ = importlib.metadata.version("musicoder-hf")
+except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "DEFAULT_FEATURE_LAYOUT",

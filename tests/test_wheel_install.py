@@ -1,8 +1,6 @@
-"""The built wheel works on its own: an installed copy, away from the source tree, finds its package data (the
-model-card template and the `evaluate` metric modules, both read by path).
-
-Builds a wheel of a copy of the repository (no build/ or egg-info left in the tree), installs it into a folder with
-`pip install --target`, and runs a fresh interpreter that imports `musicoder_hf` from there only.
+"""The release artefacts: `python -m build` makes an sdist and a wheel of a copy of the repository, `twine check` passes
+on both, and an installed copy of the wheel, away from the source tree, finds its package data (the model-card template
+and the `evaluate` metric modules, both read by path) and reads its version from its metadata.
 """
 
 import json
@@ -28,6 +26,8 @@ CHECK = textwrap.dedent(
     sys.path.insert(0, str(target))
     import musicoder_hf
     assert Path(musicoder_hf.__file__).resolve().is_relative_to(target), musicoder_hf.__file__
+    wheel_version = sys.argv[2]
+    assert musicoder_hf.__version__ == wheel_version, (musicoder_hf.__version__, wheel_version)
 
     from musicoder_hf import MusiCoderConfig, MusiCoderForSequenceClassification
     from musicoder_hf.evaluation import load_metric
@@ -61,26 +61,56 @@ def _run(what, command, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory):
-    """The folder `pip install --target` filled from a freshly built wheel."""
-    work = tmp_path_factory.mktemp("wheel")
+def distributions(tmp_path_factory):
+    """The sdist and the wheel `python -m build` makes of a copy of the repository, as a release would."""
+    work = tmp_path_factory.mktemp("build")
     source = work / "source"
     source.mkdir()
-    # A copy: pip builds in the tree it is given, and would leave build/ and *.egg-info in the checkout.
+    # A copy: building in the checkout would leave build/ and *.egg-info there.
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         if (REPO / name).exists():
             shutil.copy2(REPO / name, source / name)
     shutil.copytree(REPO / "musicoder_hf", source / "musicoder_hf",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input", "-q"]
-    _run("pip wheel",
-         [*pip, "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(work / "dist"), str(source)])
+    _run("python -m build", [sys.executable, "-m", "build", "--sdist", "--wheel", "--outdir", str(work / "dist"),
+                             str(source)])
+    (sdist,) = (work / "dist").glob("musicoder_hf-*.tar.gz")
     (wheel,) = (work / "dist").glob("musicoder_hf-*.whl")
-    _run("pip install", [*pip, "install", "--no-deps", "--no-index", "--target", str(work / "target"), str(wheel)])
-    return work / "target"
+    return sdist, wheel
 
 
-def test_installed_wheel_builds_a_model_card_and_loads_the_metrics(installed, tmp_path):
+@pytest.fixture(scope="module")
+def installed(distributions, tmp_path_factory):
+    """The folder `pip install --target` filled from the built wheel."""
+    target = tmp_path_factory.mktemp("wheel") / "target"
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input", "-q"]
+    _run("pip install", [*pip, "install", "--no-deps", "--no-index", "--target", str(target), str(distributions[1])])
+    return target
+
+
+def test_sdist_and_wheel_pass_twine_check_and_carry_the_package_data(distributions):
+    import tarfile
+    import zipfile
+
+    sdist, wheel = distributions
+    done = _run("twine check", [sys.executable, "-m", "twine", "check", "--strict", str(sdist), str(wheel)])
+    assert done.stdout.count("PASSED") == 2, done.stdout
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        (metadata,) = [name for name in names if name.endswith(".dist-info/METADATA")]
+        metadata = archive.read(metadata).decode()
+    for needed in ("musicoder_hf/templates/model_card.md", "musicoder_hf/metrics/accuracy/accuracy.py",
+                   "musicoder_hf/metrics/auc_macro/auc_macro.py", "musicoder_hf/feature_extraction_musicoder_torch.py"):
+        assert needed in names, needed
+    # What PyPI shows: the README as the description, ranges (not pins), the Python versions tested.
+    assert "Content-Type: text/markdown" in metadata and "# musicoder-hf" in metadata
+    assert "Requires-Dist: transformers<6,>=5.23" in metadata and "Requires-Dist: torch<3,>=2.13" in metadata
+    assert "Classifier: Programming Language :: Python :: 3.13" in metadata
+    with tarfile.open(sdist) as archive:
+        assert any(name.endswith("musicoder_hf/templates/model_card.md") for name in archive.getnames())
+
+
+def test_installed_wheel_builds_a_model_card_and_loads_the_metrics(installed, distributions, tmp_path):
     assert (installed / "musicoder_hf" / "templates" / "model_card.md").is_file()
     (entry_points,) = installed.glob("musicoder_hf-*.dist-info/entry_points.txt")
     assert "musicoder-data = musicoder_hf.builders.cli:main" in entry_points.read_text()
@@ -95,7 +125,9 @@ def test_installed_wheel_builds_a_model_card_and_loads_the_metrics(installed, tm
     }
     # -I: no PYTHONPATH, no user site, neither the working directory nor the script's folder on sys.path; run away
     # from the checkout, so that only the installed copy can be imported.
-    done = _run("the installed copy", [sys.executable, "-I", "-c", CHECK, str(installed)], cwd=tmp_path, env=env)
+    version = distributions[1].name.split("-")[1]  # musicoder_hf-<version>-py3-none-any.whl
+    done = _run("the installed copy", [sys.executable, "-I", "-c", CHECK, str(installed), version], cwd=tmp_path,
+                env=env)
     scores = json.loads(done.stdout.strip().splitlines()[-1])
     multi_hot = np.array([[1, 0], [0, 1], [0, 1], [1, 0], [0, 1]])
     probabilities = np.array([[0.9, 0.2], [0.3, 0.6], [0.6, 0.7], [0.8, 0.1], [0.2, 0.4]])

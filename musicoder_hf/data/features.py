@@ -13,6 +13,7 @@ from transformers.utils import FEATURE_EXTRACTOR_NAME as FEATURE_EXTRACTOR_FILE
 
 from ..feature_extraction_musicoder import CMVN_STD_FLOOR, MusiCoderFeatureExtractor, to_mono_waveform
 from ..utils import command_line_parser, parse_command_line, single_threaded
+from ..versions import check_torchcodec
 
 
 logger = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ def featurize_dataset(
             "the GPU busy with padded batches. Use num_proc=None (and a larger batch_size)."
         )
     batch_size = batch_size or (64 if on_cuda else 8)
+    check_torchcodec()  # datasets decodes with it: a clear error now rather than a traceback from a worker
     dataset = dataset.cast_column(audio_column, Audio(sampling_rate=feature_extractor.sampling_rate, num_channels=1))
 
     def extract(batch):

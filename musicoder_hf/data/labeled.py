@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..versions import check_torchcodec
+
 logger = logging.getLogger(__name__)
 
 SINGLE_LABEL = "single_label_classification"
@@ -290,6 +292,7 @@ def load_labeled_dataset(
 
     root = Path(path).expanduser()
     kind, label_column, task_labels = _inspect(root)
+    check_torchcodec()  # datasets reads and decodes the audio with it
     data = load_dataset("audiofolder", data_dir=str(root))
     data = DatasetDict({("validation" if k in ("valid", "val", "dev") else k): v for k, v in data.items()})
     unknown = [k for k in data if k not in SPLITS]
