@@ -96,7 +96,8 @@ def encode_windows(encoder, clips: Sequence[torch.Tensor], pools: Sequence[_Wind
     windows per forward pass, and feed each window's hidden states to its clip's pool. `select` maps the stacked
     hidden states `(windows, num_layers + 1, frames, hidden)` to what is pooled (default: all of them)."""
     window = encoder.config.max_position_embeddings
-    jobs = [(index, first, stop) for index, clip in enumerate(clips) for first, stop in window_spans(len(clip), window)]
+    jobs = [(index, first, stop) for index, clip in enumerate(clips)
+            for first, stop in window_spans(len(clip), window)]
     device, dtype = encoder.device, encoder.dtype
     for first_job in range(0, len(jobs), batch_size):
         batch = jobs[first_job : first_job + batch_size]
@@ -254,17 +255,29 @@ class MusiCoderEmbedder:
                 time (statistics pooling, `2 * hidden_size` values per layer), or one embedding per time step.
                 `"auto"` (the default) pools as the checkpoint's classifier does (`config.classifier_pooling`).
         """
-        pooling = self.resolve_pooling(pooling)
         single = not isinstance(audio, (list, tuple))
         clips = [audio] if single else list(audio)
-        layers = self.resolve_layers(layers)
         extractor = self.feature_extractor
         waveforms = [load_audio(clip, extractor.sampling_rate, sampling_rate) for clip in clips]
         features = extractor(waveforms, sampling_rate=extractor.sampling_rate, padding=False)["input_features"]
+        results = self.embed_features(features, layers, pooling)
+        return results[0] if single else results
+
+    @torch.no_grad()
+    def embed_features(
+        self,
+        features: Sequence[np.ndarray | torch.Tensor],
+        layers: int | Sequence[int] | None = None,
+        pooling: str | None = "auto",
+    ) -> list[MusiCoderEmbeddingOutput]:
+        """[`~MusiCoderEmbedder.__call__`] for clips this embedder's feature extractor has already featurised:
+        `(frames, feature_size)` each, unpadded."""
+        pooling = self.resolve_pooling(pooling)
+        layers = self.resolve_layers(layers)
         features = [torch.as_tensor(np.asarray(frames), dtype=torch.float32) for frames in features]
         pools = [_WindowPooling(len(frames), len(layers), self.hidden_size, pooling) for frames in features]
         encode_windows(self.encoder, features, pools, self.batch_size, select=lambda hidden: hidden[:, list(layers)])
-
+        extractor = self.feature_extractor
         results = []
         for pool in pools:
             timestamps = torch.arange(pool.num_frames, dtype=torch.float32) * extractor.hop_length
@@ -273,7 +286,7 @@ class MusiCoderEmbedder:
                     embeddings=pool.result(), timestamps=timestamps / extractor.sampling_rate, layers=layers
                 )
             )
-        return results[0] if single else results
+        return results
 
 
 __all__ = ["MusiCoderEmbedder", "MusiCoderEmbeddingOutput", "pooled_hidden_states"]

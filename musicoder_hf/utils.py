@@ -21,14 +21,26 @@ def derive_seed(*parts, bits: int = 63) -> int:
     return int.from_bytes(digest[:8], "little") >> (64 - bits)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same folder and a rename, so that a reader (or a run
-    killed mid-write) never sees half a file."""
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
+    """Write a file atomically: yields a temporary path in the same folder; when the block succeeds, the file is
+    renamed to `path`, so that a reader (or a run killed mid-write) never sees half a file. If the block raises, the
+    temporary file is removed and `path` is left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(text, encoding="utf-8")
+    try:
+        yield temporary
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
     os.replace(temporary, path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write `text` to `path` atomically (see `atomic_file`)."""
+    with atomic_file(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
 
 
 def write_json(path: str | os.PathLike, payload, **dumps_kwargs) -> None:
@@ -97,6 +109,7 @@ def parse_command_line(parser: HfArgumentParser, argv=None):
 
 __all__ = [
     "atomic_directory",
+    "atomic_file",
     "atomic_write_text",
     "command_line_parser",
     "derive_seed",

@@ -46,8 +46,9 @@ def check_torchcodec() -> None:
 
         versions = installed_versions(("torch", "torchcodec"))
         if torch.version.cuda is None:
-            fix = (f"this torch is a CPU-only build, and torchcodec's PyPI wheels from 0.14 on need the CUDA libraries "
-                   f'that only torch\'s CUDA build installs: `pip install "torchcodec=={TORCHCODEC_FOR_CPU_TORCH}.*"`, '
+            fix = ("this torch is a CPU-only build, and torchcodec's PyPI wheels from 0.14 on need the CUDA libraries "
+                   "that only torch's CUDA build installs: "
+                   f'`pip install "torchcodec=={TORCHCODEC_FOR_CPU_TORCH}.*"`, '
                    "or torchcodec from the index your torch came from (e.g. `pip install torchcodec --index-url "
                    "https://download.pytorch.org/whl/cpu`)")
         else:

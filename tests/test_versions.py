@@ -49,7 +49,8 @@ def test_installed_versions_satisfy_the_ranges():
 def test_version_report_and_expected_pins(tmp_path, capsys):
     installed = versions.installed_versions(("torch", "transformers"))
     matching = tmp_path / "matching.txt"
-    matching.write_text(f"# pins\ntorch=={installed['torch'].split('+')[0]}\ntransformers=={installed['transformers']}\n")
+    torch_version = installed["torch"].split("+")[0]
+    matching.write_text(f"# pins\ntorch=={torch_version}\ntransformers=={installed['transformers']}\n")
     assert versions.main(["--expect", str(matching)]) == 0
     report = capsys.readouterr().out
     assert f"python {sys.version.split()[0]}" in report and f"transformers {installed['transformers']}" in report
