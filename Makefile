@@ -45,7 +45,7 @@ test: install
 OLDEST_TESTS := tests/test_modeling_musicoder.py tests/test_feature_extraction_musicoder.py \
 	tests/test_feature_extraction_torch.py tests/test_hub_integration.py tests/test_long_audio.py \
 	tests/test_any_length.py tests/test_checkpoint_loading.py tests/test_pooling.py tests/test_data_collator.py \
-	tests/test_shipped_checkpoint.py tests/test_audio_inputs.py
+	tests/test_shipped_checkpoint.py tests/test_audio_inputs.py tests/test_patchout.py
 $(OLDEST_VENV)/.installed: pyproject.toml constraints/oldest.txt
 	$(OLDEST_PYTHON) -m venv $(OLDEST_VENV)
 	$(OLDEST_VENV)/bin/python -m pip install -q --upgrade pip

@@ -5,6 +5,8 @@ and a 10-minute file: float32, bfloat16, torch.compile and ONNX Runtime, with pe
     python benchmarks/inference.py --audio track.flac --rounds 5
     python benchmarks/inference.py --modes fp32,bf16 --preset musicoder-small
     python benchmarks/inference.py --device cuda --modes fp32,bf16,compiled   # on a GPU
+    python benchmarks/inference.py --modes bf16 --frame_strides 1,2,3,4        # inference patchout
+    python benchmarks/inference.py --config pretrained/musicoder-small --modes fp32,bf16  # the shipped size
 
 Every mode runs in its own fresh process (its peak memory is its own), the modes alternating over `--rounds` rounds;
 each round times `--repeats` calls on the 30 s file after a warm-up call (its fastest call counts) and one call on
@@ -19,6 +21,8 @@ The modes:
 - `compiled`: the fp32 pipeline with `torch.compile(pipe.model)` (the warm-up compiles; `bf16-compiled` both);
 - `onnx`: the same features and windows (`window_spans`), each window run by ONNX Runtime
   (`musicoder_hf.export.export_onnx`: a graph takes one window), the mean of the windows' logits.
+
+`--frame_strides` runs each mode with the pipeline's `frame_stride=N` (inference patchout: one frame of every N).
 
 It also prints the model's floating-point operations per 30 s window and this machine's rate for a large matrix
 product, in float32 and bfloat16: their ratio is what the model's share of the time cannot go below.
@@ -87,14 +91,18 @@ def prepare(args, folder: Path) -> dict:
     else:
         clip, name = load_audio(str(source), SR)[: 30 * SR], str(source)
     soundfile.write(folder / "clip.flac", clip, SR)
-    for name, minutes in (("medium", MEDIUM_MINUTES), ("long", args.long_minutes)):
+    for file_name, minutes in (("medium", MEDIUM_MINUTES), ("long", args.long_minutes)):
         repeats = int(np.ceil(minutes * 60 * SR / len(clip)))
-        soundfile.write(folder / f"{name}.flac", np.tile(clip, repeats)[: int(minutes * 60 * SR)], SR)
+        soundfile.write(folder / f"{file_name}.flac", np.tile(clip, repeats)[: int(minutes * 60 * SR)], SR)
 
     torch.manual_seed(0)
     labels = [f"label_{i}" for i in range(args.num_labels)]
-    config = MusiCoderConfig.from_preset(args.preset, num_labels=args.num_labels, id2label=dict(enumerate(labels)),
-                                         label2id={label: i for i, label in enumerate(labels)})
+    label_maps = dict(num_labels=args.num_labels, id2label=dict(enumerate(labels)),
+                      label2id={label: i for i, label in enumerate(labels)})
+    if args.config:  # a checkpoint's size and window, e.g. the shipped one's (300 frames)
+        config = MusiCoderConfig.from_pretrained(args.config, **label_maps)
+    else:
+        config = MusiCoderConfig.from_preset(args.preset, **label_maps)
     model = MusiCoderForSequenceClassification(config).eval()
     model.save_pretrained(folder / "checkpoint")
     MusiCoderFeatureExtractor().save_pretrained(folder / "checkpoint")
@@ -188,7 +196,7 @@ def worker(args) -> None:
     def timed(path):
         start = time.perf_counter()
         with torch.inference_mode():
-            result = classify(str(path))
+            result = classify(str(path), **({} if args.frame_stride == 1 else {"frame_stride": args.frame_stride}))
         sync()
         return time.perf_counter() - start, result
 
@@ -198,7 +206,7 @@ def worker(args) -> None:
     timed(folder / "medium.flac")
     medium_peak = peak_rss_mib()
     long, _ = timed(folder / "long.flac")
-    print(json.dumps({"mode": mode, "warm_up": warm_up, "short": short, "long": long, "baseline_mib": baseline,
+    print(json.dumps({"mode": mode, "frame_stride": args.frame_stride, "warm_up": warm_up, "short": short, "long": long, "baseline_mib": baseline,
                       "short_peak_mib": short_peak, "medium_peak_mib": medium_peak, "long_peak_mib": peak_rss_mib(),
                       "cuda_peak_mib": torch.cuda.max_memory_allocated() / 2**20 if args.device == "cuda" else None}))
 
@@ -207,6 +215,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--audio", help="an audio file or folder (its first file); default: a folk clip, if built")
     parser.add_argument("--preset", default="musicoder-base")
+    parser.add_argument("--config", help="a checkpoint folder whose config to use instead of --preset")
     parser.add_argument("--num_labels", type=int, default=10)
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--rounds", type=int, default=2)
@@ -214,8 +223,10 @@ def main() -> None:
     parser.add_argument("--long_minutes", type=float, default=10.0)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--frame_strides", default="1", help="inference patchout: each mode at each N, e.g. 1,2,3,4")
     parser.add_argument("--json", help="also write the figures here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--frame_stride", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -224,24 +235,30 @@ def main() -> None:
     unknown = set(args.modes) - set(MODES)
     if unknown:
         raise SystemExit(f"Unknown modes {sorted(unknown)}; choose among {MODES}.")
+    strides = [int(n) for n in args.frame_strides.split(",") if n]
+    if "onnx" in args.modes and strides != [1]:
+        raise SystemExit("The onnx mode reads every frame (an exported graph takes one window without positions).")
+    # a run per (mode, N), named "mode" or "mode, N=n"
+    variants = [(mode, n, mode if strides == [1] else f"{mode}, N={n}") for mode in args.modes for n in strides]
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks.features for synthetic audio
     with tempfile.TemporaryDirectory() as folder:
         setup = prepare(args, Path(folder))
-        print(f"{args.preset}: {setup['parameters'] / 1e6:.1f} M parameters; audio: {setup['audio']} "
+        print(f"{args.config or args.preset}: {setup['parameters'] / 1e6:.1f} M parameters; audio: {setup['audio']} "
               f"({setup['seconds']:.0f} s, and {setup['long_seconds'] / 60:.0f} min repeated); {args.threads} "
               f"threads on {args.device}", flush=True)
-        runs = {mode: [] for mode in args.modes}
+        runs = {name: [] for _, _, name in variants}
         for round_index in range(args.rounds):
-            for mode in args.modes:
+            for mode, stride, name in variants:
                 command = [sys.executable, __file__, "--worker", mode, "--folder", folder, "--threads",
-                           str(args.threads), "--repeats", str(args.repeats), "--device", args.device]
+                           str(args.threads), "--repeats", str(args.repeats), "--device", args.device,
+                           "--frame_stride", str(stride)]
                 output = subprocess.run(command, capture_output=True, text=True)
                 if output.returncode != 0:
-                    print(f"{mode}: failed\n{output.stderr[-2000:]}", file=sys.stderr)
+                    print(f"{name}: failed\n{output.stderr[-2000:]}", file=sys.stderr)
                     continue
-                runs[mode].append(json.loads(output.stdout.strip().splitlines()[-1]))
-                print(f"round {round_index + 1} {mode}: {runs[mode][-1]['short']:.3f} s per 30 s file", flush=True)
+                runs[name].append(json.loads(output.stdout.strip().splitlines()[-1]))
+                print(f"round {round_index + 1} {name}: {runs[name][-1]['short']:.3f} s per 30 s file", flush=True)
 
     rows = []
     reference = None

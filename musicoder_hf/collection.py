@@ -76,6 +76,9 @@ class CollectionArguments:
         "help": "Files per Parquet part: what a kill can cost (the part being filled is redone)."})
     min_duration: float = field(default=1.0, metadata={
         "help": "Shorter files are recorded as failures ('too short'), in seconds."})
+    frame_stride: int = field(default=1, metadata={
+        "help": "Inference patchout: read one frame of every N, each at its own position (about N times less model "
+                "work at a small cost in accuracy; see docs/inference.md#patchout). 1 reads every frame."})
 
 
 @dataclass
@@ -326,7 +329,8 @@ class _EmbedJob:
 
         self.args = args
         self.embedder = MusiCoderEmbedder.from_pretrained(
-            args.model_name_or_path, dtype=getattr(torch, args.dtype), device=device, batch_size=args.batch_size)
+            args.model_name_or_path, dtype=getattr(torch, args.dtype), device=device, batch_size=args.batch_size,
+            frame_stride=args.frame_stride)
         self.feature_extractor = self.embedder.feature_extractor
         self.layers = list(self.embedder.resolve_layers(args.layers))
         self.pooling = self.embedder.resolve_pooling(args.pooling)
@@ -334,6 +338,7 @@ class _EmbedJob:
             "command": "musicoder-embed", "model": _model_name(args),
             "model_sha256": model_digest(args.model_name_or_path), "layers": self.layers, "pooling": self.pooling,
             "frame_embeddings": args.frame_embeddings, "dtype": args.dtype, "min_duration": args.min_duration,
+            "frame_stride": args.frame_stride,
         })  # fmt: skip
         import pyarrow as pa
 
@@ -381,7 +386,7 @@ class _ClassifyJob:
             "model_sha256": model_digest(args.model_name_or_path), "labels": [config.id2label[i] for i in
                                                                                 range(config.num_labels)],
             "scores": "sigmoid" if self.multi_label else "softmax", "top_k": self.top_k, "dtype": args.dtype,
-            "min_duration": args.min_duration,
+            "min_duration": args.min_duration, "frame_stride": args.frame_stride,
         })  # fmt: skip
         import pyarrow as pa
 
@@ -391,10 +396,11 @@ class _ClassifyJob:
     def rows(self, features: list[np.ndarray]) -> list[dict]:
         from .data_collator import pad_frames
 
-        batch = pad_frames([torch.as_tensor(frames) for frames in features])
+        batch = pad_frames([torch.as_tensor(frames) for frames in features], frame_stride=self.args.frame_stride)
         device = self.model.device
-        logits = self.model(input_features=batch["input_features"].to(device, self.model.dtype),
-                            attention_mask=batch["attention_mask"].to(device)).logits.float().cpu()
+        features = batch.pop("input_features").to(device, self.model.dtype)
+        logits = self.model(input_features=features, **{key: value.to(device) for key, value in batch.items()}
+                            ).logits.float().cpu()
         scores = logits.sigmoid() if self.multi_label else logits.softmax(-1)
         top = scores.topk(self.top_k, dim=-1)
         id2label = self.model.config.id2label
@@ -417,6 +423,8 @@ def run_collection(args: CollectionArguments, make_job) -> dict:
 
     if args.dtype not in ("float32", "bfloat16"):
         raise ValueError(f"--dtype must be float32 or bfloat16, got {args.dtype!r}.")
+    if args.frame_stride < 1:
+        raise ValueError(f"--frame_stride must be a positive integer (1 reads every frame), got {args.frame_stride}.")
     # cpu=True without CUDA: under `accelerate launch --multi_gpu` a CPU-only machine then runs N real processes.
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     started = time.time()

@@ -239,19 +239,24 @@ def ccm_channel_mask(bands: CCMBands, feature_size: int) -> torch.Tensor:
     return in_band.any(dim=1)
 
 
-def pad_frames(clips: Sequence[np.ndarray | torch.Tensor], pad_to_multiple_of: int | None = None) -> dict:
+def pad_frames(
+    clips: Sequence[np.ndarray | torch.Tensor], pad_to_multiple_of: int | None = None, frame_stride: int = 1
+) -> dict:
     """
     Right-pad clips of frames with zeros into one batch.
 
     Args:
         clips (sequence of arrays or tensors of shape `(frames, channels)`): the clips, at least one frame each.
         pad_to_multiple_of (`int`, *optional*): pad the time axis to a multiple of this value.
+        frame_stride (`int`, *optional*, defaults to 1): inference patchout, as the feature extractor's
+            `frame_stride`: keep frames 0, N, 2N, ... of each clip and return their indices as `position_ids`.
 
     Returns:
         `dict` with `input_features` (`torch.FloatTensor` of shape `(batch_size, frames, channels)`) and
-        `attention_mask` (`torch.LongTensor` of shape `(batch_size, frames)`, 1 on the clips' frames).
+        `attention_mask` (`torch.LongTensor` of shape `(batch_size, frames)`, 1 on the clips' frames); with
+        `frame_stride > 1`, also `position_ids` (`torch.LongTensor`, 0 on padding).
     """
-    clips = [_to_float_tensor(clip) for clip in clips]
+    clips = [_to_float_tensor(clip)[::frame_stride] for clip in clips]
     lengths = torch.tensor([clip.shape[0] for clip in clips], dtype=torch.long)
     num_frames = int(lengths.max())
     if pad_to_multiple_of is not None:
@@ -262,7 +267,10 @@ def pad_frames(clips: Sequence[np.ndarray | torch.Tensor], pad_to_multiple_of: i
         features[index, : clip.shape[0]] = clip
         features[index, clip.shape[0] :] = 0.0
     attention_mask = (torch.arange(num_frames)[None, :] < lengths[:, None]).long()
-    return {"input_features": features, "attention_mask": attention_mask}
+    if frame_stride == 1:
+        return {"input_features": features, "attention_mask": attention_mask}
+    position_ids = torch.arange(0, num_frames * frame_stride, frame_stride)[None, :] * attention_mask
+    return {"input_features": features, "attention_mask": attention_mask, "position_ids": position_ids}
 
 
 def random_crop(frames, max_frames: int | None, *seed_parts: int):

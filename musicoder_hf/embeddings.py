@@ -26,7 +26,7 @@ from transformers.utils import ModelOutput
 from .audio import load_audio, refuse_window_arguments
 from .configuration_musicoder import POOLING_MODES
 from .data_collator import pad_frames
-from .modeling_musicoder import STD_POOLING_VARIANCE_FLOOR, window_spans
+from .modeling_musicoder import STD_POOLING_VARIANCE_FLOOR, position_windows, window_spans
 
 
 @dataclass
@@ -90,26 +90,50 @@ class _WindowPooling:
         return torch.cat([mean, (squares / self.num_frames).clamp(min=STD_POOLING_VARIANCE_FLOOR).sqrt()], dim=-1)
 
 
+def check_frame_stride(frame_stride) -> int:
+    if not isinstance(frame_stride, (int, np.integer)) or isinstance(frame_stride, bool) or frame_stride < 1:
+        raise ValueError(f"frame_stride must be a positive integer (1 keeps every frame), got {frame_stride!r}.")
+    return int(frame_stride)
+
+
+def kept_frames(clip: torch.Tensor, frame_stride: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inference patchout of one featurised clip: its frames 0, N, 2N, ... and their indices on the clip."""
+    return clip[::frame_stride], torch.arange(0, len(clip), frame_stride)
+
+
 def encode_windows(encoder, clips: Sequence[torch.Tensor], pools: Sequence[_WindowPooling], batch_size: int,
-                   select=None) -> None:
+                   select=None, frame_stride: int = 1) -> None:
     """Encode featurised clips window by window (`window_spans`, as the model's `forward` reads them), `batch_size`
     windows per forward pass, and feed each window's hidden states to its clip's pool. `select` maps the stacked
-    hidden states `(windows, num_layers + 1, frames, hidden)` to what is pooled (default: all of them)."""
+    hidden states `(windows, num_layers + 1, frames, hidden)` to what is pooled (default: all of them). With
+    `frame_stride` N > 1, the clips' frames 0, N, 2N, ... are read at their own positions (`position_windows`), and
+    the pools get the kept frames."""
     window = encoder.config.max_position_embeddings
-    jobs = [(index, first, stop) for index, clip in enumerate(clips)
-            for first, stop in window_spans(len(clip), window)]
+    jobs = []  # (clip, first kept frame, stop, the window's first position; None without patchout)
+    for index, clip in enumerate(clips):
+        if frame_stride == 1:
+            jobs += [(index, first, stop, None) for first, stop in window_spans(len(clip), window)]
+        else:
+            jobs += [(index, *span) for span in position_windows(kept_frames(clip, frame_stride)[1], window)]
     device, dtype = encoder.device, encoder.dtype
     for first_job in range(0, len(jobs), batch_size):
         batch = jobs[first_job : first_job + batch_size]
-        inputs = pad_frames([clips[index][first:stop] for index, first, stop in batch])
+        inputs = pad_frames([clips[index][::frame_stride][first:stop] for index, first, stop, _ in batch])
+        position_ids = None
+        if frame_stride > 1:  # each kept frame at its own position in its window
+            position_ids = torch.zeros_like(inputs["attention_mask"])
+            for row, (_, first, stop, start) in enumerate(batch):
+                position_ids[row, : stop - first] = torch.arange(first, stop) * frame_stride - start
+            position_ids = position_ids.to(device)
         outputs = encoder(
             inputs["input_features"].to(device, dtype),
             attention_mask=inputs["attention_mask"].to(device),
+            position_ids=position_ids,
             output_hidden_states=True,
         )
         hidden = torch.stack(outputs.hidden_states, dim=1)
         hidden = (hidden if select is None else select(hidden)).float().cpu()
-        for row, (index, first, stop) in enumerate(batch):
+        for row, (index, first, stop, _) in enumerate(batch):
             pools[index].add(first, stop, hidden[row])
 
 
@@ -120,6 +144,7 @@ def pooled_hidden_states(
     pooling: str = "mean",
     batch_size: int = 8,
     layer_weights: torch.Tensor | None = None,
+    frame_stride: int = 1,
 ) -> np.ndarray:
     """
     Every hidden state of an encoder, pooled over time, for clips that are already featurised.
@@ -137,6 +162,8 @@ def pooled_hidden_states(
         layer_weights (`torch.Tensor` of shape `(num_hidden_layers + 1,)`, *optional*): combine the hidden states
             frame by frame with these weights before pooling, as `MusiCoderForSequenceClassification` does with
             `use_weighted_layer_sum` (pass the softmax of its `layer_weights`); the one result is at index 0.
+        frame_stride (`int`, *optional*, defaults to 1): inference patchout: read frames 0, N, 2N, ... of each clip
+            at their own positions (see [`MusiCoderEmbedder`]).
 
     Returns:
         `np.ndarray` of shape `(num_clips, num_hidden_layers + 1, hidden_size)` (float32; `2 * hidden_size` with
@@ -158,8 +185,10 @@ def pooled_hidden_states(
         def select(hidden):
             return (hidden.float() * weights).sum(dim=1, keepdim=True)
 
-    pools = [_WindowPooling(len(clip), 1 if select else num_layers, config.hidden_size, pooling) for clip in clips]
-    encode_windows(encoder, clips, pools, batch_size, select)
+    frame_stride = check_frame_stride(frame_stride)
+    pools = [_WindowPooling(len(clip[::frame_stride]), 1 if select else num_layers, config.hidden_size, pooling)
+             for clip in clips]
+    encode_windows(encoder, clips, pools, batch_size, select, frame_stride)
     return torch.stack([pool.result() for pool in pools]).numpy()
 
 
@@ -172,10 +201,17 @@ class MusiCoderEmbedder:
         feature_extractor (`MusiCoderFeatureExtractor`): the checkpoint's feature extractor.
         batch_size (`int`, *optional*, defaults to 4): windows (of at most `config.max_position_embeddings` frames) per
             forward pass; bounds peak memory.
+        frame_stride (`int`, *optional*, defaults to 1): inference patchout (MAEST, section 4.5): read one frame of
+            every `frame_stride`, each at its own position in the model's windows, so the encoder does about N times
+            less work. Embeddings pool over the kept frames; with `pooling=None` there is one embedding per kept frame,
+            and `timestamps` say where. 1 (exact) reads every frame. Trade-offs: docs/inference.md#patchout.
     """
 
-    def __init__(self, model, feature_extractor, batch_size: int = 4, window_frames=None, hop_frames=None):
+    def __init__(
+        self, model, feature_extractor, batch_size: int = 4, frame_stride: int = 1, window_frames=None, hop_frames=None
+    ):
         refuse_window_arguments(window_frames, hop_frames)
+        self.frame_stride = check_frame_stride(frame_stride)
         self.encoder = model.base_model.eval()
         self.feature_extractor = feature_extractor
         if batch_size < 1:
@@ -195,7 +231,7 @@ class MusiCoderEmbedder:
                 Default: float32.
             device (*optional*): where the encoder runs, e.g. `"cuda"`. Features are computed where the feature
                 extractor says (its `device`).
-            kwargs: the constructor's (`batch_size`).
+            kwargs: the constructor's (`batch_size`, `frame_stride`).
         """
         model = AutoModel.from_pretrained(pretrained_model_name_or_path, **({} if dtype is None else {"dtype": dtype}))
         if device is not None:
@@ -275,12 +311,13 @@ class MusiCoderEmbedder:
         pooling = self.resolve_pooling(pooling)
         layers = self.resolve_layers(layers)
         features = [torch.as_tensor(np.asarray(frames), dtype=torch.float32) for frames in features]
-        pools = [_WindowPooling(len(frames), len(layers), self.hidden_size, pooling) for frames in features]
-        encode_windows(self.encoder, features, pools, self.batch_size, select=lambda hidden: hidden[:, list(layers)])
+        stride = self.frame_stride
+        pools = [_WindowPooling(len(frames[::stride]), len(layers), self.hidden_size, pooling) for frames in features]
+        encode_windows(self.encoder, features, pools, self.batch_size, lambda hidden: hidden[:, list(layers)], stride)
         extractor = self.feature_extractor
         results = []
-        for pool in pools:
-            timestamps = torch.arange(pool.num_frames, dtype=torch.float32) * extractor.hop_length
+        for frames, pool in zip(features, pools):
+            timestamps = kept_frames(frames, stride)[1].float() * extractor.hop_length
             results.append(
                 MusiCoderEmbeddingOutput(
                     embeddings=pool.result(), timestamps=timestamps / extractor.sampling_rate, layers=layers

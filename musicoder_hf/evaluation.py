@@ -69,12 +69,14 @@ def predict_logits(
     batch_size: int = 8,
     window=None,
     hop=None,
+    frame_stride: int = 1,
 ) -> np.ndarray:
     """Clip logits from a sequence-classification model, for featurised clips (frames x 324) of any length.
 
     Clips are padded into batches of `batch_size` and passed to the model, which reads clips longer than its window in
     windows itself (`window_spans`) and pools over every frame: the logits are `model(**feature_extractor(clip))`'s,
-    as in the pipeline.
+    as in the pipeline. `frame_stride` N > 1 reads frames 0, N, 2N, ... at their positions (inference patchout), as
+    `feature_extractor(clip, frame_stride=N)` does.
     """
     refuse_window_arguments(window, hop)
     device = next(model.parameters()).device
@@ -83,7 +85,7 @@ def predict_logits(
     logits = []
     for first in range(0, len(clips), batch_size):
         batch = pad_frames([torch.as_tensor(np.asarray(clip), dtype=torch.float32)
-                            for clip in clips[first : first + batch_size]])
+                            for clip in clips[first : first + batch_size]], frame_stride=frame_stride)
         logits.append(model(**{key: value.to(device) for key, value in batch.items()}).logits.float().cpu())
     model.train(was_training)
     return torch.cat(logits).numpy()

@@ -12,7 +12,8 @@ embeddings pool over time as the checkpoint's classifier does (`config.classifie
 standard deviation (then `scene_embedding_size` is twice that). Pass
 `layers=[...]` to `load_model` to choose (0 is the input embedding). Time steps are the model's frames: one every
 `hop_length / sample_rate` s (23.2 ms), timestamps at frame centres. Sounds of any length are windowed as in
-[`~musicoder_hf.embeddings.MusiCoderEmbedder`].
+[`~musicoder_hf.embeddings.MusiCoderEmbedder`]. `load_model(..., frame_stride=N)` reads one frame of every N
+(inference patchout): N times fewer time steps, at the kept frames' timestamps.
 """
 
 from collections.abc import Sequence

@@ -5,7 +5,9 @@ returns once `musicoder_hf` is imported: it decodes files with errors that name 
 stock pipeline needs torchaudio, which does not load with CPU torch 2.13), downmixes, featurises the whole track and
 calls the model once. The model reads a track longer than its window in windows itself (`window_spans`) and pools
 over every frame, so the pipeline's logits are exactly `model(**feature_extractor(track))`'s, the same as in
-`Trainer`, `evaluate` loops or any script. For other models it behaves exactly like the stock pipeline.
+`Trainer`, `evaluate` loops or any script. `pipe(track, frame_stride=N)` reads one frame of every N (inference
+patchout, about N times less model work; see docs/inference.md#patchout). For other models it behaves exactly like
+the stock pipeline.
 
 `MusiCoderFeatureExtractionPipeline` gives per-layer embeddings through the pipeline API:
 
@@ -17,7 +19,7 @@ from transformers.pipelines import PIPELINE_REGISTRY, AudioClassificationPipelin
 from transformers.utils import logging
 
 from .audio import load_audio, refuse_window_arguments
-from .embeddings import MusiCoderEmbedder
+from .embeddings import MusiCoderEmbedder, check_frame_stride
 
 
 def _is_musicoder(model) -> bool:
@@ -29,17 +31,28 @@ class MusiCoderAudioClassificationPipeline(AudioClassificationPipeline):
     """Audio classification over any length (see the module docstring): a file path, bytes, an array or a
     `{"array", "sampling_rate"}` dict in, the labels' scores out (softmax, or sigmoid for multi-label)."""
 
-    def _sanitize_parameters(self, top_k=None, function_to_apply=None, window_frames=None, hop_frames=None, **kwargs):
+    def _sanitize_parameters(
+        self, top_k=None, function_to_apply=None, frame_stride=None, window_frames=None, hop_frames=None, **kwargs
+    ):
         refuse_window_arguments(window_frames, hop_frames)
-        return super()._sanitize_parameters(top_k=top_k, function_to_apply=function_to_apply, **kwargs)
+        preprocess_params, forward_params, postprocess_params = super()._sanitize_parameters(
+            top_k=top_k, function_to_apply=function_to_apply, **kwargs
+        )
+        if frame_stride is not None:
+            if not _is_musicoder(self.model):
+                raise ValueError("frame_stride (inference patchout) is a MusiCoder option; this model is not one.")
+            preprocess_params["frame_stride"] = check_frame_stride(frame_stride)
+        return preprocess_params, forward_params, postprocess_params
 
-    def preprocess(self, inputs):
+    def preprocess(self, inputs, frame_stride: int = 1):
         if not _is_musicoder(self.model):
             return super().preprocess(inputs)
         extractor = self.feature_extractor
         waveform = load_audio(inputs, extractor.sampling_rate)
-        features = extractor(waveform, sampling_rate=extractor.sampling_rate, return_tensors="pt")
-        if self.dtype is not None:
+        features = extractor(
+            waveform, sampling_rate=extractor.sampling_rate, return_tensors="pt", frame_stride=frame_stride
+        )
+        if self.dtype is not None:  # BatchFeature.to casts floating-point tensors only (not the mask or positions)
             features = features.to(dtype=self.dtype)
         return features
 
@@ -56,7 +69,8 @@ class MusiCoderFeatureExtractionPipeline(Pipeline):
 
     Call arguments: `layers` (`int` or `list[int]`, default all hidden states), `pooling` (`"auto"`, default: as
     the checkpoint's classifier pools, `config.classifier_pooling`; `"mean"`, `"mean_std"`, or `None` for one embedding
-    per time step), `return_tensors` (default `False`: nested lists, like the stock feature-extraction pipeline).
+    per time step), `frame_stride` (inference patchout, default 1: see [`MusiCoderEmbedder`]), `return_tensors`
+    (default `False`: nested lists, like the stock feature-extraction pipeline).
     Returns `(num_layers, hidden_size)` or `(num_layers, num_frames, hidden_size)`.
     """
 
@@ -66,18 +80,19 @@ class MusiCoderFeatureExtractionPipeline(Pipeline):
     _load_tokenizer = False
 
     def _sanitize_parameters(
-        self, layers=None, pooling="auto", window_frames=None, hop_frames=None, return_tensors=None, **kwargs
+        self, layers=None, pooling="auto", frame_stride=1, window_frames=None, hop_frames=None, return_tensors=None,
+        **kwargs
     ):
         refuse_window_arguments(window_frames, hop_frames)
-        forward_params = {"layers": layers, "pooling": pooling}
+        forward_params = {"layers": layers, "pooling": pooling, "frame_stride": check_frame_stride(frame_stride)}
         postprocess_params = {} if return_tensors is None else {"return_tensors": return_tensors}
         return {}, forward_params, postprocess_params
 
     def preprocess(self, inputs):
         return {"waveform": load_audio(inputs, self.feature_extractor.sampling_rate)}
 
-    def _forward(self, model_inputs, layers=None, pooling="auto"):
-        embedder = MusiCoderEmbedder(self.model, self.feature_extractor)
+    def _forward(self, model_inputs, layers=None, pooling="auto", frame_stride=1):
+        embedder = MusiCoderEmbedder(self.model, self.feature_extractor, frame_stride=frame_stride)
         return {"embeddings": embedder(model_inputs["waveform"], layers=layers, pooling=pooling).embeddings}
 
     def postprocess(self, model_outputs, return_tensors=False):

@@ -134,6 +134,24 @@ def test_frame_embeddings_with_timestamps(checkpoint, tmp_path):
     np.testing.assert_allclose(frames, expected.embeddings[0].numpy(), atol=1e-5, rtol=1e-4)
 
 
+def test_frame_stride_reads_one_frame_of_every_n_as_the_embedder_does(checkpoint, tmp_path, capsys):
+    music = write_music(tmp_path / "music", 2)
+    output = tmp_path / "out"
+    command = ["--model_name_or_path", str(checkpoint), "--inputs", str(tmp_path / "music"), "--output_dir",
+               str(output), "--frame_embeddings", "--layers", "-1", "--num_workers", "0", "--frame_stride", "3"]
+    assert main(command) == 0
+    row = next(row for row in rows_of(output) if row["path"] == str(music[1]))
+    expected = MusiCoderEmbedder.from_pretrained(checkpoint, frame_stride=3)(str(music[1]), layers=-1, pooling=None)
+    np.testing.assert_allclose(np.asarray(row["frame_embeddings"]), expected.embeddings[0].numpy(), atol=1e-5,
+                               rtol=1e-4)
+    np.testing.assert_allclose(row["timestamps"], expected.timestamps.numpy(), rtol=1e-6)
+    assert len(row["timestamps"]) == -(-(1 + int(3.25 * SAMPLING_RATE) // 1024) // 3)
+    assert json.loads((output / "summary.json").read_text())["settings"]["frame_stride"] == 3
+    # Exact embeddings are not mixed into a folder of patchout embeddings.
+    assert main([*command[:-1], "1"]) == 1
+    assert "another model or other settings" in capsys.readouterr().err
+
+
 def embed_command(checkpoint, music_dir, output, *extra):
     return [sys.executable, "-m", "musicoder_hf.collection", "--model_name_or_path", str(checkpoint), "--inputs",
             str(music_dir), "--output_dir", str(output), "--files_per_part", "2", "--num_workers", "1", *extra]

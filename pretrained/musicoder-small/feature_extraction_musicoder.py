@@ -589,6 +589,38 @@ class MusiCoderFeatureExtractor(SequenceFeatureExtractor):
             ]
         return [self.cmvn(x, m, self.padding_value) for x, m in zip(input_features, attention_mask)]
 
+    def _keep_every(
+        self,
+        frame_stride: int,
+        input_features: list[np.ndarray],
+        attention_mask: list[np.ndarray],
+        padding: bool,
+        pad_to_multiple_of: int | None,
+    ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+        """Inference patchout: the valid frames 0, N, 2N, ... of each clip, their indices on the clip as positions,
+        padded again (when `padding`) on `self.padding_side`."""
+        kept, positions = [], []
+        for frames, mask in zip(input_features, attention_mask):
+            valid = np.flatnonzero(mask)
+            kept.append(frames[valid[::frame_stride]])
+            positions.append(np.arange(0, len(valid), frame_stride, dtype=np.int64))
+        if not padding:
+            return kept, [np.ones(len(frames), dtype=np.int32) for frames in kept], positions
+        longest = max(len(frames) for frames in kept)
+        if pad_to_multiple_of:
+            longest = -(-longest // pad_to_multiple_of) * pad_to_multiple_of
+        padded_features, padded_masks, padded_positions = [], [], []
+        for frames, clip_positions in zip(kept, positions):
+            rows = slice(0, len(frames)) if self.padding_side == "right" else slice(longest - len(frames), longest)
+            features = np.full((longest, frames.shape[1]), self.padding_value, dtype=np.float32)
+            mask = np.zeros(longest, dtype=np.int32)
+            position_ids = np.zeros(longest, dtype=np.int64)
+            features[rows], mask[rows], position_ids[rows] = frames, 1, clip_positions
+            padded_features.append(features)
+            padded_masks.append(mask)
+            padded_positions.append(position_ids)
+        return padded_features, padded_masks, padded_positions
+
     def _to_waveform(self, audio, index: int | None) -> np.ndarray:
         """One input clip -> validated mono float32 waveform (see `to_mono_waveform`), at least `n_fft` samples."""
         where = f"Audio clip {index} of the batch" if index is not None else "The audio"
@@ -628,6 +660,7 @@ class MusiCoderFeatureExtractor(SequenceFeatureExtractor):
         return_attention_mask: bool | None = None,
         device: str | None = None,
         batch_size: int | None = None,
+        frame_stride: int = 1,
         **kwargs,
     ) -> BatchFeature:
         """
@@ -666,11 +699,21 @@ class MusiCoderFeatureExtractor(SequenceFeatureExtractor):
             batch_size (`int`, *optional*):
                 torch backend only: clips per padded batch (defaults to 64 on CUDA and, on a CPU, as many clips as fit
                 in 2**21 padded samples); lower it to bound memory. It does not change the features.
+            frame_stride (`int`, *optional*, defaults to 1):
+                Inference patchout (MAEST, section 4.5): keep one frame of every `frame_stride` of each clip (its
+                frames 0, N, 2N, ..., after normalisation over all of them) and return their indices as
+                `position_ids`, which the model uses as their positions. The model then reads N times fewer frames
+                (about N times faster) at a small cost in accuracy (see docs/inference.md#patchout). 1 keeps every
+                frame and returns no `position_ids`.
 
         Returns:
             [`BatchFeature`] with `input_features` of shape `(batch_size, num_frames, feature_size)` (float32) and,
-            if requested, `attention_mask` of shape `(batch_size, num_frames)` (1 for real frames, 0 for padding).
+            if requested, `attention_mask` of shape `(batch_size, num_frames)` (1 for real frames, 0 for padding);
+            with `frame_stride > 1`, also `position_ids` of shape `(batch_size, num_frames)` (each kept frame's index
+            on its clip, 0 on padding).
         """
+        if not isinstance(frame_stride, (int, np.integer)) or isinstance(frame_stride, bool) or frame_stride < 1:
+            raise ValueError(f"frame_stride must be a positive integer (1 keeps every frame), got {frame_stride!r}.")
         if sampling_rate is not None:
             if sampling_rate != self.sampling_rate:
                 raise ValueError(
@@ -717,6 +760,12 @@ class MusiCoderFeatureExtractor(SequenceFeatureExtractor):
             input_features = self.normalize(input_features, attention_mask)
 
         outputs = {"input_features": input_features}
+        if frame_stride > 1:
+            keep_padding = padding not in (False, "do_not_pad", PaddingStrategy.DO_NOT_PAD)
+            input_features, attention_mask, outputs["position_ids"] = self._keep_every(
+                frame_stride, input_features, attention_mask, keep_padding, pad_to_multiple_of
+            )
+            outputs["input_features"] = input_features
         return_attention_mask = (
             return_attention_mask if return_attention_mask is not None else self.return_attention_mask
         )

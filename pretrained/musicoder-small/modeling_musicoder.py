@@ -57,6 +57,23 @@ def window_spans(num_frames: int, max_frames: int) -> list[tuple[int, int]]:
     return list(zip(stops[:-1], stops[1:]))
 
 
+def position_windows(positions: torch.Tensor, max_frames: int) -> list[tuple[int, int, int]]:
+    """
+    [`window_spans`] for a clip whose frames sit at `positions` on its frame axis: sorted frame indices, e.g.
+    `0, 2, 4, ...` when inference patchout keeps one frame of every 2 (`frame_stride`). The axis up to the last
+    position is cut by `window_spans`, and each window takes the frames that fall in it, at their positions minus the
+    window's start, so a kept frame keeps its own position inside its window.
+
+    Returns:
+        `list[tuple[int, int, int]]`: per window, `(first, stop, start)`: the frames `positions[first:stop]`, and the
+        window's first position on the axis. Windows without a frame are left out.
+    """
+    spans = window_spans(int(positions[-1]) + 1, max_frames)
+    starts = torch.tensor([start for start, _ in spans] + [spans[-1][1]], dtype=positions.dtype)
+    bounds = torch.searchsorted(positions.cpu(), starts).tolist()
+    return [(first, stop, start) for (start, _), first, stop in zip(spans, bounds[:-1], bounds[1:]) if stop > first]
+
+
 # Frames per encoder pass when a long input is read window by window: windows go through the encoder in groups of
 # about this many frames, so activation memory does not grow with the clip (only the outputs, one vector per frame).
 WINDOWED_FRAMES_PER_PASS = 8192
@@ -77,11 +94,14 @@ class MusiCoderFrameEmbeddings(nn.Module):
         self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, input_features: torch.Tensor) -> torch.Tensor:
-        num_frames = input_features.shape[1]
+    def forward(self, input_features: torch.Tensor, position_ids: torch.Tensor | None = None) -> torch.Tensor:
         # The feature extractor's float32 frames feed a model loaded with `dtype=torch.bfloat16` as they are.
         input_features = input_features.to(self.frame_projection.weight.dtype)
-        embeddings = self.frame_projection(input_features) + self.position_table[:num_frames]
+        if position_ids is None:
+            positions = self.position_table[: input_features.shape[1]]
+        else:
+            positions = self.position_table[position_ids]
+        embeddings = self.frame_projection(input_features) + positions
         return self.dropout(self.layer_norm(embeddings))
 
 
@@ -435,7 +455,9 @@ class MusiCoderModel(MusiCoderPreTrainedModel):
     def set_input_embeddings(self, value: nn.Linear):
         self.embeddings.frame_projection = value
 
-    def _check_inputs(self, input_features: torch.Tensor, attention_mask: torch.Tensor | None):
+    def _check_inputs(
+        self, input_features: torch.Tensor, attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None
+    ):
         if input_features is None:
             raise ValueError("You have to specify `input_features` of shape (batch_size, num_frames, feature_size).")
         if input_features.dim() != 3 or input_features.shape[-1] != self.config.feature_size:
@@ -453,11 +475,20 @@ class MusiCoderModel(MusiCoderPreTrainedModel):
             # data, so there the caller (e.g. the feature extractor, which never emits an empty row) guarantees it.
             if not torch.compiler.is_exporting() and not attention_mask.bool().any(dim=-1).all():
                 raise ValueError("Every example needs at least one valid frame: an `attention_mask` row is all zeros.")
+        if position_ids is not None:
+            if position_ids.shape != input_features.shape[:2] or position_ids.is_floating_point():
+                raise ValueError(
+                    f"`position_ids` must be integers of shape {tuple(input_features.shape[:2])} (batch_size, "
+                    f"num_frames), got {position_ids.dtype} of shape {tuple(position_ids.shape)}."
+                )
+            if (position_ids < 0).any():
+                raise ValueError("`position_ids` must not be negative: they are the frames' indices on the clip.")
 
     def forward(
         self,
         input_features: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
@@ -474,6 +505,12 @@ class MusiCoderModel(MusiCoderPreTrainedModel):
             attention_mask (`torch.Tensor` of shape `(batch_size, num_frames)`, *optional*):
                 1 for valid frames, 0 for padding. Padding frames are never attended to. In an input longer than the
                 window, the hidden states of padding frames are zeros.
+            position_ids (`torch.LongTensor` of shape `(batch_size, num_frames)`, *optional*):
+                Each frame's index on its clip's frame axis, increasing along the valid frames; default: the valid
+                frames are consecutive. Inference patchout passes them: [`MusiCoderFeatureExtractor`] with
+                `frame_stride=N` keeps one frame of every N, at positions `0, N, 2N, ...`. The clip's axis, up to its
+                last position, is then windowed as above ([`position_windows`]) and each kept frame keeps its own
+                position in its window: the model reads windows of the same span with N times fewer frames.
             output_attentions / output_hidden_states / return_dict:
                 As everywhere in transformers. `hidden_states` holds the embeddings plus one entry per layer.
                 Attention weights are per window, so `output_attentions` needs an input that fits one window.
@@ -483,18 +520,27 @@ class MusiCoderModel(MusiCoderPreTrainedModel):
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        self._check_inputs(input_features, attention_mask)
+        self._check_inputs(input_features, attention_mask, position_ids)
 
-        if input_features.shape[1] <= self.config.max_position_embeddings:
-            output = self._encode(input_features, attention_mask, output_attentions, output_hidden_states, **kwargs)
+        if position_ids is None:
+            fits = input_features.shape[1] <= self.config.max_position_embeddings
+        else:
+            fits = int(position_ids.max()) < self.config.max_position_embeddings
+        if fits:
+            output = self._encode(
+                input_features, attention_mask, output_attentions, output_hidden_states, position_ids, **kwargs
+            )
         else:
             if output_attentions:
                 raise ValueError(
                     f"output_attentions=True needs an input of at most {self.config.max_position_embeddings} frames "
-                    f"(config.max_position_embeddings), got {input_features.shape[1]}: a longer input is read in "
-                    "windows, each with its own attention. Pass the windows (`window_spans`) one by one to see them."
+                    f"(config.max_position_embeddings), got {input_features.shape[1]} frames or positions past it: "
+                    "a longer input is read in windows, each with its own attention. Pass the windows "
+                    "(`window_spans`) one by one to see them."
                 )
-            output = self._encode_in_windows(input_features, attention_mask, output_hidden_states, **kwargs)
+            output = self._encode_in_windows(
+                input_features, attention_mask, output_hidden_states, position_ids, **kwargs
+            )
         return output if return_dict else output.to_tuple()
 
     def _encode(
@@ -503,10 +549,11 @@ class MusiCoderModel(MusiCoderPreTrainedModel):
         attention_mask: torch.Tensor | None,
         output_attentions: bool,
         output_hidden_states: bool,
+        position_ids: torch.Tensor | None = None,
         **kwargs,
     ) -> BaseModelOutput:
-        """The encoder over inputs of at most `max_position_embeddings` frames."""
-        hidden_states = self.embeddings(input_features)
+        """The encoder over inputs whose positions fit one window (`max_position_embeddings`)."""
+        hidden_states = self.embeddings(input_features, position_ids)
         mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden_states, attention_mask=attention_mask)
 
         all_hidden_states = (hidden_states,) if output_hidden_states else None
@@ -522,28 +569,46 @@ class MusiCoderModel(MusiCoderPreTrainedModel):
         )
 
     def _encode_in_windows(
-        self, input_features: torch.Tensor, attention_mask: torch.Tensor | None, output_hidden_states: bool, **kwargs
+        self,
+        input_features: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        output_hidden_states: bool,
+        position_ids: torch.Tensor | None = None,
+        **kwargs,
     ) -> BaseModelOutput:
-        """The encoder over inputs longer than its window: each clip's valid frames are cut by `window_spans`, the
-        windows of the whole batch are gathered, padded and encoded in groups of about `WINDOWED_FRAMES_PER_PASS`
-        frames, and their hidden states are put back at their frames."""
+        """The encoder over inputs longer than its window: each clip's valid frames are cut by `window_spans` (by
+        `position_windows` when the frames carry `position_ids`), the windows of the whole batch are gathered, padded
+        and encoded in groups of about `WINDOWED_FRAMES_PER_PASS` frames, and their hidden states are put back at
+        their frames."""
         batch_size, num_frames, _ = input_features.shape
         device = input_features.device
         if attention_mask is None:
             valid_frames = [torch.arange(num_frames, device=device)] * batch_size
         else:
             valid_frames = [row.nonzero().squeeze(-1) for row in attention_mask.bool()]
-        window_clip, window_frames = [], []  # per window: its clip, and the input frames it reads
+        window = self.config.max_position_embeddings
+        # per window: its clip, the input frames it reads, and their positions in it (None: 0, 1, 2, ...)
+        window_clip, window_frames, window_positions = [], [], []
         for clip, frames in enumerate(valid_frames):
-            for start, stop in window_spans(len(frames), self.config.max_position_embeddings):
+            if position_ids is None:
+                for start, stop in window_spans(len(frames), window):
+                    window_clip.append(clip)
+                    window_frames.append(frames[start:stop])
+                continue
+            positions = position_ids[clip, frames]
+            for first, stop, start in position_windows(positions, window):
                 window_clip.append(clip)
-                window_frames.append(frames[start:stop])
+                window_frames.append(frames[first:stop])
+                window_positions.append(positions[first:stop] - start)
         longest = max(len(frames) for frames in window_frames)
         window_mask = torch.zeros(len(window_frames), longest, dtype=torch.long, device=device)
         frame_index = torch.zeros(len(window_frames), longest, dtype=torch.long, device=device)
+        local_positions = torch.zeros_like(frame_index) if position_ids is not None else None
         for row, frames in enumerate(window_frames):
             window_mask[row, : len(frames)] = 1
             frame_index[row, : len(frames)] = frames
+            if local_positions is not None:
+                local_positions[row, : len(frames)] = window_positions[row]
         clip_index = torch.tensor(window_clip, device=device).unsqueeze(1).expand_as(frame_index)
 
         group = max(1, WINDOWED_FRAMES_PER_PASS // longest)
@@ -551,7 +616,8 @@ class MusiCoderModel(MusiCoderPreTrainedModel):
         for first in range(0, len(window_frames), group):
             rows = slice(first, first + group)
             windows = input_features[clip_index[rows], frame_index[rows]]
-            encoded = self._encode(windows, window_mask[rows], False, output_hidden_states, **kwargs)
+            positions = None if local_positions is None else local_positions[rows]
+            encoded = self._encode(windows, window_mask[rows], False, output_hidden_states, positions, **kwargs)
             per_state = encoded.hidden_states if output_hidden_states else (encoded.last_hidden_state,)
             if states is None:
                 states = [hidden.new_zeros(batch_size, num_frames, hidden.shape[-1]) for hidden in per_state]
@@ -624,6 +690,7 @@ class MusiCoderForPreTraining(MusiCoderPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         reconstruction_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
@@ -640,11 +707,14 @@ class MusiCoderForPreTraining(MusiCoderPreTrainedModel):
             reconstruction_mask (`torch.BoolTensor` of shape `(batch_size, num_frames, feature_size)`, *optional*):
                 The elements the loss is computed on: the frames selected by CFM (including those left unchanged) and
                 the channels zeroed by CCM. If omitted, every element of every valid frame counts.
+            position_ids (`torch.LongTensor` of shape `(batch_size, num_frames)`, *optional*):
+                The frames' indices on their clips, as in [`MusiCoderModel`].
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.musicoder(
             input_features,
             attention_mask=attention_mask,
+            position_ids=position_ids,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
             return_dict=True,
@@ -741,6 +811,7 @@ class MusiCoderForSequenceClassification(MusiCoderPreTrainedModel):
         input_features: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
@@ -755,6 +826,9 @@ class MusiCoderForSequenceClassification(MusiCoderPreTrainedModel):
             labels (`torch.Tensor`, *optional*):
                 Class indices of shape `(batch_size,)` for single-label classification, multi-hot floats of shape
                 `(batch_size, num_labels)` for multi-label tagging, floats for regression (`num_labels == 1`).
+            position_ids (`torch.LongTensor` of shape `(batch_size, num_frames)`, *optional*):
+                The frames' indices on their clips, as in [`MusiCoderModel`]: what the feature extractor returns with
+                `frame_stride=N` (inference patchout), so pooling covers the kept frames.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         output_hidden_states = (
@@ -763,6 +837,7 @@ class MusiCoderForSequenceClassification(MusiCoderPreTrainedModel):
         outputs = self.musicoder(
             input_features,
             attention_mask=attention_mask,
+            position_ids=position_ids,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states or self.config.use_weighted_layer_sum,
             return_dict=True,
