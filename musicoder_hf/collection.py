@@ -419,12 +419,12 @@ def run_collection(args: CollectionArguments, make_job) -> dict:
     from accelerate import Accelerator
 
     from . import __version__
+    from .embeddings import check_frame_stride
     from .versions import installed_versions
 
     if args.dtype not in ("float32", "bfloat16"):
         raise ValueError(f"--dtype must be float32 or bfloat16, got {args.dtype!r}.")
-    if args.frame_stride < 1:
-        raise ValueError(f"--frame_stride must be a positive integer (1 reads every frame), got {args.frame_stride}.")
+    check_frame_stride(args.frame_stride)
     # cpu=True without CUDA: under `accelerate launch --multi_gpu` a CPU-only machine then runs N real processes.
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     started = time.time()

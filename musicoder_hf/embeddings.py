@@ -26,7 +26,7 @@ from transformers.utils import ModelOutput
 from .audio import load_audio, refuse_window_arguments
 from .configuration_musicoder import POOLING_MODES
 from .data_collator import pad_frames
-from .modeling_musicoder import STD_POOLING_VARIANCE_FLOOR, position_windows, window_spans
+from .modeling_musicoder import STD_POOLING_VARIANCE_FLOOR, position_windows
 
 
 @dataclass
@@ -91,6 +91,7 @@ class _WindowPooling:
 
 
 def check_frame_stride(frame_stride) -> int:
+    """`frame_stride` as an `int`, or a `ValueError` that says what it must be."""
     if not isinstance(frame_stride, (int, np.integer)) or isinstance(frame_stride, bool) or frame_stride < 1:
         raise ValueError(f"frame_stride must be a positive integer (1 keeps every frame), got {frame_stride!r}.")
     return int(frame_stride)
@@ -103,27 +104,23 @@ def kept_frames(clip: torch.Tensor, frame_stride: int) -> tuple[torch.Tensor, to
 
 def encode_windows(encoder, clips: Sequence[torch.Tensor], pools: Sequence[_WindowPooling], batch_size: int,
                    select=None, frame_stride: int = 1) -> None:
-    """Encode featurised clips window by window (`window_spans`, as the model's `forward` reads them), `batch_size`
-    windows per forward pass, and feed each window's hidden states to its clip's pool. `select` maps the stacked
-    hidden states `(windows, num_layers + 1, frames, hidden)` to what is pooled (default: all of them). With
-    `frame_stride` N > 1, the clips' frames 0, N, 2N, ... are read at their own positions (`position_windows`), and
-    the pools get the kept frames."""
+    """Encode featurised clips window by window, as the model's `forward` reads them (`position_windows`: the clip's
+    frames 0, N, 2N, ... at their own positions in windows of the clip's axis; with N = 1, every frame in the windows
+    of `window_spans`), `batch_size` windows per forward pass, and feed each window's hidden states to its clip's
+    pool. `select` maps the stacked hidden states `(windows, num_layers + 1, frames, hidden)` to what is pooled
+    (default: all of them)."""
     window = encoder.config.max_position_embeddings
-    jobs = []  # (clip, first kept frame, stop, the window's first position; None without patchout)
-    for index, clip in enumerate(clips):
-        if frame_stride == 1:
-            jobs += [(index, first, stop, None) for first, stop in window_spans(len(clip), window)]
-        else:
-            jobs += [(index, *span) for span in position_windows(kept_frames(clip, frame_stride)[1], window)]
+    kept = [kept_frames(clip, frame_stride) for clip in clips]
+    jobs = [(index, *span) for index, (_, positions) in enumerate(kept) for span in position_windows(positions, window)]
     device, dtype = encoder.device, encoder.dtype
     for first_job in range(0, len(jobs), batch_size):
         batch = jobs[first_job : first_job + batch_size]
-        inputs = pad_frames([clips[index][::frame_stride][first:stop] for index, first, stop, _ in batch])
-        position_ids = None
-        if frame_stride > 1:  # each kept frame at its own position in its window
+        inputs = pad_frames([kept[index][0][first:stop] for index, first, stop, _ in batch])
+        position_ids = None  # with every frame kept, the positions are 0, 1, 2, ... in each window: the default
+        if frame_stride > 1:
             position_ids = torch.zeros_like(inputs["attention_mask"])
-            for row, (_, first, stop, start) in enumerate(batch):
-                position_ids[row, : stop - first] = torch.arange(first, stop) * frame_stride - start
+            for row, (index, first, stop, start) in enumerate(batch):
+                position_ids[row, : stop - first] = kept[index][1][first:stop] - start
             position_ids = position_ids.to(device)
         outputs = encoder(
             inputs["input_features"].to(device, dtype),
