@@ -7,8 +7,10 @@ PY := $(VENV)/bin/python
 OLDEST_PYTHON ?= python3.11
 OLDEST_VENV := .venv-oldest
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Where torch comes from, if not the package index's default build: e.g. https://download.pytorch.org/whl/cpu for the
-# CPU build (a few hundred MB instead of several GB of CUDA libraries).
+# Which torch to install first, if not the newest the index serves, e.g. TORCH="torch==2.13.0 torchcodec==0.13.0"; and
+# where from, e.g. TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu for the CPU build (a few hundred MB instead of
+# several GB of CUDA libraries). pip then keeps that torch.
+TORCH ?=
 TORCH_INDEX_URL ?=
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
@@ -29,7 +31,8 @@ system-deps:
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(if $(TORCH_INDEX_URL),$(PY) -m pip install -q torch torchcodec --index-url $(TORCH_INDEX_URL))
+	$(if $(TORCH)$(TORCH_INDEX_URL),$(PY) -m pip install -q $(or $(TORCH),torch torchcodec) \
+		$(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL)))
 	# The newest versions the index serves within pyproject.toml's ranges: what a new user gets today.
 	$(PY) -m pip install -q -e ".[dev]"
 	$(PY) -m musicoder_hf.versions
