@@ -1,7 +1,7 @@
 """Inference patchout: accuracy at `frame_stride` N = 1, 2, 3, 4 on labeled folders, and the table and plot of the
 trade-off with the speed figures of `benchmarks/inference.py`.
 
-    python benchmarks/patchout.py --data_dir data/unseen/games_a data/unseen/games_b \\
+    python benchmarks/patchout.py --data_dir data/unseen/games_a data/unseen/games_b --cross_validate 5 \\
         --speed runs/patchout/speed_base_bf16.json runs/patchout/speed_small_bf16.json
 
 At inference, MAEST (section 4.5 of its paper) keeps one time patch of every N: the transformer reads N times fewer
@@ -14,6 +14,10 @@ and each N, on its test split (C chosen on validation):
 2. **fine-tuned**: one fine-tuned model (training/finetune.py's defaults, trained on every frame; `--finetuned`, or
    `runs/windowing/<folder>/finetune/best` when it exists, else trained here), its logits at each N
    (`musicoder_hf.evaluation.predict_logits`).
+
+A test split of 40 clips moves by 0.025 a clip, too coarse for a loss of 0.02. `--cross_validate K` adds the frozen
+probe over every clip of each folder, in K folds by track (`cross_validated_probe`): one figure over all clips per N,
+and how many clips it gains and loses against N = 1.
 
 The speed files are `benchmarks/inference.py --frame_strides 1,2,3,4 --json ...` outputs; their x real time goes in
 the table and the plot (`--plot`, default docs/patchout.png). Writes `--output_dir/results.json` and prints a markdown
@@ -88,6 +92,55 @@ def folder_accuracies(data_dir: str, model: str, finetuned: str | None, output_d
     return {"rows": rows, "clips": counts, "classes": info.num_labels, "finetuned": finetuned}
 
 
+def cross_validated_probe(data_dir: str, model: str, strides, folds: int) -> dict:
+    """
+    The frozen probe with every clip of the folder a test clip once, finer than one clip of a small test split.
+
+    The folder's `clips.csv` (file_name, label, track) groups clips by track, as the folder's own splits do: the tracks
+    go into `folds` groups with the labels' proportions kept (StratifiedGroupKFold, seed 0); each group is the test
+    split once, the next one the validation split (C), the rest the training split. Per N: accuracy over all clips,
+    and against N = 1 how many clips it gets right that N = 1 got wrong (gained), and the reverse (lost).
+    """
+    import pandas
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    folder = Path(data_dir)
+    clips = pandas.read_csv(folder / "clips.csv")
+    names = sorted(clips["label"].unique())
+    targets = clips["label"].map(names.index).to_numpy()
+    fold_of = np.empty(len(clips), dtype=int)
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=0)
+    for fold, (_, test) in enumerate(splitter.split(np.zeros(len(clips)), targets, groups=clips["track"])):
+        fold_of[test] = fold
+    embedder = MusiCoderEmbedder.from_pretrained(model)
+    extractor = embedder.feature_extractor
+    features = [extractor(load_audio(str(folder / name), extractor.sampling_rate),
+                          sampling_rate=extractor.sampling_rate, padding=False)["input_features"][0]
+                for name in clips["file_name"]]
+    pooling = embedder.resolve_pooling("auto")
+    predictions = {}
+    for stride in strides:
+        pooled = pooled_hidden_states(embedder.encoder, features, pooling=pooling, frame_stride=stride)
+        pooled = pooled.reshape(len(pooled), -1)
+        predictions[stride] = np.empty(len(clips), dtype=int)
+        for fold in range(folds):
+            masks = {"test": fold_of == fold, "validation": fold_of == (fold + 1) % folds}
+            masks["train"] = ~(masks["test"] | masks["validation"])
+            probe = linear_probe({s: pooled[m] for s, m in masks.items()}, {s: targets[m] for s, m in masks.items()},
+                                 "single_label_classification")
+            predictions[stride][masks["test"]] = np.argmax(probe["test_logits"], axis=1)
+    reference = predictions[strides[0]] == targets
+    rows = {}
+    for stride in strides:
+        right = predictions[stride] == targets
+        rows[stride] = {"accuracy": float(right.mean()), "gained": int((right & ~reference).sum()),
+                        "lost": int((~right & reference).sum())}
+        row = rows[stride]
+        print(f"{folder.name} N={stride}, {folds}-fold frozen probe over {len(clips)} clips: {row['accuracy']:.3f} "
+              f"(+{row['gained']} / -{row['lost']} clips)", flush=True)
+    return {"rows": rows, "clips": len(clips), "folds": folds, "tracks": int(clips["track"].nunique())}
+
+
 def speed_by_stride(paths) -> dict:
     """`{"<size>, <mode>": {N: x real time}}` from benchmarks/inference.py --json files."""
     speeds = {}
@@ -133,12 +186,15 @@ def main(argv=None) -> int:
     parser.add_argument("--speed", nargs="*", default=[], help="benchmarks/inference.py --json outputs")
     parser.add_argument("--output_dir", default="runs/patchout")
     parser.add_argument("--plot", default="docs/patchout.png")
+    parser.add_argument("--cross_validate", type=int, default=0, metavar="K",
+                        help="also the frozen probe over every clip, in K folds by track (needs clips.csv)")
     args = parser.parse_args(argv)
     strides = [int(n) for n in args.frame_strides.split(",")]
     output_dir = Path(args.output_dir)
     finetuned = args.finetuned or [None] * len(args.data_dir)
     results = {Path(folder).name: folder_accuracies(folder, args.model, tuned, output_dir, strides)
                for folder, tuned in zip(args.data_dir, finetuned)}
+    output = {"folders": results}
     speeds = speed_by_stride(args.speed)
 
     lines = []
@@ -157,9 +213,23 @@ def main(argv=None) -> int:
                         reference = result["rows"][strides[0]][row][metric]
                         cells.append(f"{value:.3f}" + ("" if n == strides[0] else f" ({value - reference:+.3f})"))
                 lines.append(f"| {n}{suffix} | " + " | ".join(cells) + " |")
+    if args.cross_validate:
+        cross = {Path(folder).name: cross_validated_probe(folder, args.model, strides, args.cross_validate)
+                 for folder in args.data_dir}
+        lines += ["", "| N | " + " | ".join(f"{name}: {c['folds']}-fold frozen probe, {c['clips']} clips"
+                                            for name, c in cross.items()) + " |",
+                  "|---" * (1 + len(cross)) + "|"]
+        for n in strides:
+            cells = []
+            for c in cross.values():
+                row, first = c["rows"][n], c["rows"][strides[0]]
+                change = f" ({row['accuracy'] - first['accuracy']:+.3f}: +{row['gained']} / -{row['lost']} clips)"
+                cells.append(f"{row['accuracy']:.3f}" + ("" if n == strides[0] else change))
+            lines.append(f"| {n} | " + " | ".join(cells) + " |")
+        output["cross_validated"] = cross
     report = "\n".join(lines)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "results.json").write_text(json.dumps({"folders": results, "speeds": speeds, "report": report},
+    (output_dir / "results.json").write_text(json.dumps({**output, "speeds": speeds, "report": report},
                                                         indent=1, default=float))
     plot(results, speeds, strides, Path(args.plot))
     print(report)
